@@ -1,0 +1,177 @@
+//! The control plane: the operator's tenant registry (`/admin/v1`), a tenant's API keys and settings
+//! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
+
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::json;
+use shared::ApiError;
+use shared::http::{Json, Operator, PageParams, Query, Routes, TenantScope, created, list_body};
+use shared::ids::{KeyId, TenantId};
+use shared::tenancy::{ApiKeyView, AuthSettings, Status, TenancyStore, TenantName};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: TenancyStore,
+}
+
+/// Every route this function serves.
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .post("/admin/v1/tenants", create_tenant)
+        .get("/admin/v1/tenants", list_tenants)
+        .get("/admin/v1/tenants/{tenant_id}", get_tenant)
+        .post("/admin/v1/tenants/{tenant_id}/disable", disable_tenant)
+        .post("/admin/v1/tenants/{tenant_id}/enable", enable_tenant)
+        .post("/v1/api-keys", create_key)
+        .get("/v1/api-keys", list_keys)
+        .delete("/v1/api-keys/{key_id}", revoke_key)
+        .get("/v1/settings/auth", get_auth)
+        .put("/v1/settings/auth", put_auth)
+        .delete("/v1/settings/auth", delete_auth)
+        .get("/openapi.json", openapi)
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    routes().into_router(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateTenant {
+    name: TenantName,
+}
+
+async fn create_tenant(_: Operator, State(app): State<AppState>, Json(body): Json<CreateTenant>) -> Result<Response, ApiError> {
+    let (tenant, key) = app.store.create_tenant(body.name).await.map_err(|e| e.into_api("tenant"))?;
+    tracing::info!(tenant_id = %tenant.id, "tenant created");
+    let mut view = serde_json::to_value(&tenant).map_err(anyhow::Error::from)?;
+    view["api_key"] = json!(key.full.expose_secret());
+    view["api_key_id"] = json!(key.key_id);
+    Ok(created(view))
+}
+
+async fn list_tenants(_: Operator, State(app): State<AppState>, Query(q): Query<PageParams>) -> Result<Response, ApiError> {
+    let (tenants, next) = app.store.list_tenants(&q.page()?).await.map_err(|e| e.into_api("tenant"))?;
+    Ok(axum::Json(list_body(tenants, next)).into_response())
+}
+
+/// An id that cannot be ours is simply absent.
+fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
+    TenantId::parse(raw).map_err(|_| ApiError::not_found("tenant"))
+}
+
+async fn get_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let tenant = app.store.get_tenant(&tenant_id(&id)?).await.map_err(|e| e.into_api("tenant"))?;
+    Ok(axum::Json(tenant).into_response())
+}
+
+async fn set_status(app: AppState, id: &str, status: Status) -> Result<Response, ApiError> {
+    let tenant = app.store.set_tenant_status(&tenant_id(id)?, status).await.map_err(|e| e.into_api("tenant"))?;
+    tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
+    Ok(axum::Json(tenant).into_response())
+}
+
+async fn disable_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_status(app, &id, Status::Disabled).await
+}
+
+async fn enable_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    set_status(app, &id, Status::Active).await
+}
+
+async fn create_key(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    let (stored, key) = app.store.create_key(&scope.tenant_id).await.map_err(|e| e.into_api("API key"))?;
+    tracing::info!(tenant_id = %scope.tenant_id, key_id = %stored.id, by_key = %scope.key_id, "API key created");
+    let mut view = serde_json::to_value(ApiKeyView::from(stored)).map_err(anyhow::Error::from)?;
+    view["api_key"] = json!(key.full.expose_secret());
+    Ok(created(view))
+}
+
+async fn list_keys(scope: TenantScope, State(app): State<AppState>, Query(q): Query<PageParams>) -> Result<Response, ApiError> {
+    let (keys, next) = app.store.list_keys(&scope.tenant_id, &q.page()?).await.map_err(|e| e.into_api("API key"))?;
+    let views: Vec<ApiKeyView> = keys.into_iter().map(ApiKeyView::from).collect();
+    Ok(axum::Json(list_body(views, next)).into_response())
+}
+
+async fn revoke_key(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let id = KeyId::parse(&id).map_err(|_| ApiError::not_found("API key"))?;
+    let key = app.store.revoke_key(&scope.tenant_id, &id).await.map_err(|e| match e {
+        shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("last_active_key", m),
+        e => e.into_api("API key"),
+    })?;
+    tracing::info!(tenant_id = %scope.tenant_id, key_id = %id, "API key revoked");
+    Ok(axum::Json(ApiKeyView::from(key)).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PutAuth {
+    issuer: String,
+    jwks_url: String,
+    audience: String,
+}
+
+/// HTTPS only, except loopback, which the local stack and its sandboxes use.
+fn check_jwks_url(raw: &str) -> Result<(), ApiError> {
+    let bad = || ApiError::bad_request("invalid_jwks_url", "jwks_url must be an https:// URL (http:// only for localhost)");
+    let url = reqwest::Url::parse(raw).map_err(|_| bad())?;
+    let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if loopback => Ok(()),
+        _ => Err(bad()),
+    }
+}
+
+async fn put_auth(scope: TenantScope, State(app): State<AppState>, Json(body): Json<PutAuth>) -> Result<Response, ApiError> {
+    let text = |field: &str, v: &str| {
+        if v.trim().is_empty() || v.len() > 2048 {
+            Err(ApiError::bad_request("invalid_body", format!("{field} must be 1 to 2048 characters")))
+        } else {
+            Ok(v.trim().to_owned())
+        }
+    };
+    let settings = AuthSettings {
+        issuer: text("issuer", &body.issuer)?,
+        jwks_url: text("jwks_url", &body.jwks_url)?,
+        audience: text("audience", &body.audience)?,
+    };
+    check_jwks_url(&settings.jwks_url)?;
+    app.store.put_auth(&scope.tenant_id, &settings).await.map_err(|e| match e {
+        shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("issuer_taken", m),
+        e => e.into_api("login settings"),
+    })?;
+    tracing::info!(tenant_id = %scope.tenant_id, "login settings changed");
+    Ok(axum::Json(settings).into_response())
+}
+
+async fn get_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    let settings = app.store.get_auth(&scope.tenant_id).await.map_err(|e| e.into_api("login settings"))?;
+    Ok(axum::Json(settings).into_response())
+}
+
+async fn delete_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    app.store.delete_auth(&scope.tenant_id).await.map_err(|e| e.into_api("login settings"))?;
+    tracing::info!(tenant_id = %scope.tenant_id, "login settings removed");
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+async fn openapi() -> Response {
+    axum::Json(shared::openapi::document()).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jwks_urls_must_be_https_except_on_loopback() {
+        assert!(check_jwks_url("https://login.example.com/.well-known/jwks.json").is_ok());
+        assert!(check_jwks_url("http://127.0.0.1:8080/jwks").is_ok());
+        assert!(check_jwks_url("http://login.example.com/jwks").is_err());
+        assert!(check_jwks_url("file:///etc/passwd").is_err());
+        assert!(check_jwks_url("not a url").is_err());
+    }
+}

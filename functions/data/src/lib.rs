@@ -1,0 +1,110 @@
+//! End users of a tenant (`/v1/users`) and the signed-in end user's own view (`/v1/me`). The normalized
+//! data read API and JSON push ingest join this function with their issues.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Deserializer};
+use shared::ApiError;
+use shared::http::{EndUserScope, Json, PageParams, Query, Routes, TenantScope, created, list_body};
+use shared::ids::{Email, ExternalId, UserId};
+use shared::tenancy::{Status, TenancyStore, UserPatch};
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: TenancyStore,
+}
+
+pub fn routes() -> Routes<AppState> {
+    Routes::new()
+        .post("/v1/users", create_user)
+        .get("/v1/users", list_users)
+        .get("/v1/users/{user_id}", get_user)
+        .patch("/v1/users/{user_id}", patch_user)
+        .get("/v1/me", me)
+}
+
+pub fn router(state: AppState) -> axum::Router {
+    routes().into_router(state)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateUser {
+    external_id: ExternalId,
+    #[serde(default)]
+    email: Option<Email>,
+}
+
+/// 201 for a new user; 200 with the existing user when the external id is already known.
+async fn create_user(scope: TenantScope, State(app): State<AppState>, Json(body): Json<CreateUser>) -> Result<Response, ApiError> {
+    let (user, is_new) = app
+        .store
+        .create_user(&scope.tenant_id, &body.external_id, body.email)
+        .await
+        .map_err(|e| e.into_api("user"))?;
+    if is_new {
+        tracing::info!(tenant_id = %scope.tenant_id, user_id = %user.id, "user created");
+        Ok(created(user))
+    } else {
+        Ok(axum::Json(user).into_response())
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListUsers {
+    limit: Option<u32>,
+    cursor: Option<String>,
+    external_id: Option<ExternalId>,
+}
+
+/// All users, or with `?external_id=` the one user the tenant knows by that id.
+async fn list_users(scope: TenantScope, State(app): State<AppState>, Query(q): Query<ListUsers>) -> Result<Response, ApiError> {
+    let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
+    if let Some(external_id) = q.external_id {
+        let found = app.store.user_by_external_id(&scope.tenant_id, &external_id).await.map_err(|e| e.into_api("user"))?;
+        return Ok(axum::Json(list_body(found.into_iter().collect(), None)).into_response());
+    }
+    let (users, next) = app.store.list_users(&scope.tenant_id, &page).await.map_err(|e| e.into_api("user"))?;
+    Ok(axum::Json(list_body(users, next)).into_response())
+}
+
+fn user_id(raw: &str) -> Result<UserId, ApiError> {
+    UserId::parse(raw).map_err(|_| ApiError::not_found("user"))
+}
+
+async fn get_user(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let user = app.store.get_user(&scope.tenant_id, &user_id(&id)?).await.map_err(|e| e.into_api("user"))?;
+    Ok(axum::Json(user).into_response())
+}
+
+/// `null` and absent differ for `email`: null removes it, absent keeps it.
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchUser {
+    #[serde(default)]
+    status: Option<Status>,
+    #[serde(default, deserialize_with = "present")]
+    email: Option<Option<Email>>,
+}
+
+async fn patch_user(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>, Json(body): Json<PatchUser>) -> Result<Response, ApiError> {
+    let id = user_id(&id)?;
+    if body.status.is_none() && body.email.is_none() {
+        return Err(ApiError::bad_request("invalid_body", "nothing to change: send `status` (active|disabled) and/or `email`"));
+    }
+    let patch = UserPatch { status: body.status, email: body.email };
+    let user = app.store.update_user(&scope.tenant_id, &id, patch).await.map_err(|e| e.into_api("user"))?;
+    tracing::info!(tenant_id = %scope.tenant_id, user_id = %user.id, status = user.status.as_str(), "user changed");
+    Ok((StatusCode::OK, axum::Json(user)).into_response())
+}
+
+async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    let user = app.store.get_user(&scope.tenant_id, &scope.user_id).await.map_err(|e| e.into_api("user"))?;
+    Ok(axum::Json(user).into_response())
+}

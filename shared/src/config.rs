@@ -1,0 +1,29 @@
+//! Configuration, read once at start-up. Lambdas read the process environment; the local stack and tests
+//! pass their own lookup so several stacks can live in one process.
+
+use anyhow::{Context, bail};
+use secrecy::SecretString;
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The DynamoDB table holding tenants, API keys, end users and auth settings.
+    pub tenancy_table: String,
+    /// The operator key; only the authorizer needs it.
+    pub operator_key: Option<SecretString>,
+}
+
+impl Config {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let tenancy_table = get("TENANCY_TABLE").filter(|v| !v.is_empty()).context("TENANCY_TABLE is not set")?;
+        let operator_key = match get("TENANTRY_OPERATOR_KEY").filter(|v| !v.is_empty()) {
+            Some(k) if k.len() < 32 => bail!("TENANTRY_OPERATOR_KEY must be at least 32 characters long"),
+            Some(k) => Some(SecretString::from(k)),
+            None => None,
+        };
+        Ok(Self { tenancy_table, operator_key })
+    }
+}

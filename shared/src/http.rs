@@ -1,0 +1,310 @@
+//! The HTTP edge shared by every function: our JSON extractor (errors in our shape), the principal
+//! extractors that build a tenant scope from the authorizer's context, request ids, pagination, and a
+//! route table that remembers what it serves (so tests can hold it against the OpenAPI document).
+
+use std::collections::HashMap;
+
+use axum::Router;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use lambda_http::request::RequestContext;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tracing::Instrument;
+
+use crate::auth::Principal;
+use crate::error::{ApiError, REQUEST_ID};
+use crate::ids::{KeyId, TenantId, UserId};
+
+/// Largest request body we read; larger bodies get 413 before any parsing.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// The authorizer's context of this request, as API Gateway (or the local stack) put it.
+fn authorizer_context(parts: &Parts) -> Option<&HashMap<String, Value>> {
+    match parts.extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.authorizer.as_ref().map(|a| &a.fields),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+fn request_id_of(parts: &Parts) -> Option<String> {
+    match parts.extensions.get::<RequestContext>()? {
+        RequestContext::ApiGatewayV2(ctx) => ctx.request_id.clone(),
+        #[allow(unreachable_patterns)]
+        _ => None,
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(authorizer_context(parts).map(Principal::from_context).unwrap_or_else(Principal::missing))
+    }
+}
+
+fn refused(principal: Principal, needed: &'static str, code: &'static str) -> ApiError {
+    match principal {
+        Principal::Anonymous { status, code, message } => ApiError::new(
+            StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
+            code,
+            message,
+        ),
+        _ => ApiError::forbidden(code, format!("this route needs {needed}")),
+    }
+}
+
+/// The operator, and only the operator.
+pub struct Operator;
+
+impl<S: Send + Sync> FromRequestParts<S> for Operator {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        match Principal::from_request_parts(parts, s).await? {
+            Principal::Operator => Ok(Operator),
+            other => Err(refused(other, "the operator key", "operator_key_required")),
+        }
+    }
+}
+
+/// A tenant acting with one of its API keys. The only way tenant routes reach tenant data: the tenant id
+/// comes from the verified context, never from the request.
+#[derive(Debug, Clone)]
+pub struct TenantScope {
+    pub tenant_id: TenantId,
+    pub key_id: KeyId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        match Principal::from_request_parts(parts, s).await? {
+            Principal::Tenant { tenant_id, key_id } => Ok(TenantScope { tenant_id, key_id }),
+            other => Err(refused(other, "a tenant API key", "tenant_key_required")),
+        }
+    }
+}
+
+/// An end user signed in with the tenant's login, for `/v1/me` routes.
+#[derive(Debug, Clone)]
+pub struct EndUserScope {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for EndUserScope {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        match Principal::from_request_parts(parts, s).await? {
+            Principal::EndUser { tenant_id, user_id } => Ok(EndUserScope { tenant_id, user_id }),
+            other => Err(refused(other, "an end user's token from the tenant's login", "end_user_token_required")),
+        }
+    }
+}
+
+/// `axum::Json` with our error shape: 400 for malformed JSON, wrong types and unknown fields (types
+/// opt in with `deny_unknown_fields`), 415 without a JSON content type, 413 over [`MAX_BODY_BYTES`].
+pub struct Json<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, s: &S) -> Result<Self, ApiError> {
+        use axum::extract::rejection::JsonRejection as R;
+        match axum::Json::<T>::from_request(req, s).await {
+            Ok(axum::Json(v)) => Ok(Json(v)),
+            Err(R::JsonDataError(e)) => Err(ApiError::bad_request("invalid_body", body_error_text(&e))),
+            Err(R::JsonSyntaxError(e)) => Err(ApiError::bad_request("invalid_json", body_error_text(&e))),
+            Err(R::MissingJsonContentType(_)) => Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with `content-type: application/json`",
+            )),
+            Err(R::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", MAX_BODY_BYTES),
+            )),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// serde's own words (field, line, column) are the most useful thing to tell the caller.
+fn body_error_text(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = s.to_string();
+        source = s.source();
+    }
+    format!("the JSON body was not accepted: {text}")
+}
+
+/// Query parameters, with our error shape.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, s)
+            .await
+            .map(|q| Query(q.0))
+            .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+    }
+}
+
+/// `?limit=&cursor=` on every list.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageParams {
+    pub limit: Option<u32>,
+    pub cursor: Option<String>,
+}
+
+/// A validated page request: `limit` in 1..=100 (default 50), and the opaque cursor decoded.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub limit: i32,
+    pub after: Option<String>,
+}
+
+impl PageParams {
+    pub fn page(self) -> Result<Page, ApiError> {
+        let limit = self.limit.unwrap_or(50);
+        if !(1..=100).contains(&limit) {
+            return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 100"));
+        }
+        let after = match self.cursor {
+            None => None,
+            Some(c) => Some(decode_cursor(&c).ok_or_else(|| {
+                ApiError::bad_request("invalid_cursor", "cursor is not one we issued; pass next_cursor back unchanged")
+            })?),
+        };
+        Ok(Page { limit: i32::try_from(limit).unwrap_or(50), after })
+    }
+}
+
+/// Cursors are opaque to callers; they hold only a sort key position, never a tenant id, so a cursor from
+/// another tenant can only point into the caller's own partition.
+pub fn encode_cursor(position: &str) -> String {
+    URL_SAFE_NO_PAD.encode(position.as_bytes())
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    String::from_utf8(URL_SAFE_NO_PAD.decode(cursor).ok()?).ok()
+}
+
+/// `{"data": [...], "next_cursor": ...}`.
+pub fn list_body<T: serde::Serialize>(data: Vec<T>, next: Option<String>) -> serde_json::Value {
+    serde_json::json!({"data": data, "next_cursor": next.as_deref().map(encode_cursor)})
+}
+
+/// Gives every request an id (API Gateway's, or a new one), logs it in a span, and puts it on error
+/// bodies and the `x-request-id` header.
+pub async fn request_id_layer(req: Request, next: Next) -> Response {
+    let (parts, body) = req.into_parts();
+    let id = request_id_of(&parts).unwrap_or_else(|| ulid::Ulid::new().to_string());
+    let tenant = authorizer_context(&parts)
+        .map(Principal::from_context)
+        .and_then(|p| p.tenant_id().map(ToString::to_string))
+        .unwrap_or_default();
+    let span = tracing::info_span!("request", request_id = %id, tenant_id = %tenant, method = %parts.method, path = %parts.uri.path());
+    let req = Request::from_parts(parts, body);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span).await;
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", v);
+    }
+    response
+}
+
+/// A router that records each (method, path) it serves, in API Gateway's `{param}` syntax.
+pub struct Routes<S = ()> {
+    router: Router<S>,
+    served: Vec<(Method, &'static str)>,
+}
+
+impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
+    fn default() -> Self {
+        Self { router: Router::new(), served: Vec::new() }
+    }
+}
+
+macro_rules! verb {
+    ($name:ident, $method:ident) => {
+        pub fn $name<H: Handler<T, S>, T: 'static>(self, path: &'static str, handler: H) -> Self {
+            self.add(Method::$method, path, axum::routing::$name(handler))
+        }
+    };
+}
+
+impl<S: Clone + Send + Sync + 'static> Routes<S> {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn add(mut self, method: Method, path: &'static str, route: axum::routing::MethodRouter<S>) -> Self {
+        self.router = self.router.route(path, route);
+        self.served.push((method, path));
+        self
+    }
+
+    verb!(get, GET);
+    verb!(post, POST);
+    verb!(put, PUT);
+    verb!(patch, PATCH);
+    verb!(delete, DELETE);
+
+    pub fn served(&self) -> Vec<(Method, &'static str)> {
+        self.served.clone()
+    }
+
+    /// The finished router: request ids, the body limit, and JSON answers for unknown routes and methods.
+    pub fn into_router(self, state: S) -> Router {
+        self.router
+            .fallback(|| async {
+                ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /openapi.json")
+            })
+            .method_not_allowed_fallback(|| async {
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "this route does not take that method; see /openapi.json",
+                )
+            })
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+            .layer(axum::middleware::from_fn(request_id_layer))
+            .with_state(state)
+    }
+}
+
+/// 201/200 with a JSON body.
+pub fn created(body: impl serde::Serialize) -> Response {
+    (StatusCode::CREATED, axum::Json(body)).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cursor_round_trips_and_garbage_is_refused() {
+        let page = PageParams { limit: None, cursor: Some(encode_cursor("user#usr_1")) }.page();
+        assert_eq!(page.ok().and_then(|p| p.after).as_deref(), Some("user#usr_1"));
+        assert!(PageParams { limit: None, cursor: Some("%%%".into()) }.page().is_err());
+        assert!(PageParams { limit: Some(0), cursor: None }.page().is_err());
+        assert!(PageParams { limit: Some(101), cursor: None }.page().is_err());
+    }
+}

@@ -1,0 +1,18 @@
+//! Tenantry's common library: configuration, the one error type and its HTTP mapping, telemetry, AWS
+//! adapters and the tenancy domain that every function builds on.
+
+pub mod apikey;
+pub mod auth;
+pub mod aws;
+pub mod config;
+pub mod error;
+pub mod http;
+pub mod ids;
+pub mod jwt;
+pub mod openapi;
+pub mod telemetry;
+pub mod tenancy;
+pub mod time;
+
+pub use config::Config;
+pub use error::ApiError;
