@@ -178,7 +178,7 @@ pub fn looks_like_jwt(token: &str) -> bool {
             .is_ok_and(|header| header.get("alg").is_some_and(Value::is_string))
 }
 
-/// The three segments of a compact JWS.
+/// The header and payload segments of a compact JWS whose shape `split` has checked.
 struct Segments<'a> {
     header: &'a str,
     payload: &'a str,
@@ -653,7 +653,7 @@ impl JwtVerifier {
             .map(|keys| (keys.lookup(kid, alg), keys.is_fresh(self.ttl)));
         match cached {
             Some((Lookup::Found(key), true)) => return Ok(key),
-            Some((Lookup::Refused(err), _)) => return Err(err),
+            Some((Lookup::Refused(err), true)) => return Err(err),
             _ => {}
         }
 
@@ -663,6 +663,7 @@ impl JwtVerifier {
         if recently_attempted {
             return match cached {
                 Some((Lookup::Found(key), _)) => Ok(key),
+                Some((Lookup::Refused(err), _)) => Err(err),
                 _ => Err(match state.last_error {
                     Some(why) => JwtError::JwksUnavailable(why),
                     None => unknown(),
@@ -693,6 +694,7 @@ impl JwtVerifier {
                         tracing::warn!(jwks_url, error = %why, "JWKS refetch failed; using the cached JWKS");
                         Ok(key)
                     }
+                    Some((Lookup::Refused(err), _)) => Err(err),
                     _ => {
                         tracing::warn!(jwks_url, error = %why, "JWKS fetch failed");
                         Err(JwtError::JwksUnavailable(why))

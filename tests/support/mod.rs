@@ -1,1 +1,226 @@
-//! placeholder
+//! Test support: each test starts its own local stack (fresh resource prefix in the shared moto, its own
+//! port), its own JWKS server, and talks to it over HTTP like a tenant would.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use shared::jwt::JwtVerifier;
+use tenantry_local::{Options, Stack};
+
+pub const RSA_PEM: &str = include_str!("../fixtures/jwt/rsa.pem");
+pub const RSA_OTHER_PEM: &str = include_str!("../fixtures/jwt/rsa_other.pem");
+pub const EC_PEM: &str = include_str!("../fixtures/jwt/ec.pem");
+pub const JWKS: &str = include_str!("../fixtures/jwt/jwks.json");
+
+/// A running stack and a client for it.
+pub struct TestStack {
+    pub base: String,
+    pub operator_key: String,
+    pub http: reqwest::Client,
+    pub prefix: String,
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub table: String,
+    /// The issuer URL of this test's JWKS server (its JWKS is at `{issuer}/jwks.json`).
+    pub issuer: String,
+}
+
+/// A tenant made through the operator API.
+#[derive(Debug, Clone)]
+pub struct TestTenant {
+    pub id: String,
+    pub api_key: String,
+    pub audience: String,
+}
+
+/// Starts a stack in the moto that `./dev test` runs (`AWS_ENDPOINT_URL`).
+pub async fn start() -> TestStack {
+    match try_start().await {
+        Ok(s) => s,
+        Err(e) => panic!("could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"),
+    }
+}
+
+async fn try_start() -> anyhow::Result<TestStack> {
+    shared::telemetry::init();
+    std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL is not set")?;
+    let prefix = format!("t{}", &ulid::Ulid::new().to_string().to_lowercase()[16..]);
+    let operator_key = format!("op_test_{}", ulid::Ulid::new());
+    let sdk = shared::aws::sdk_config().await;
+    let jwt = JwtVerifier::with_settings(reqwest::Client::new(), Duration::from_secs(600), Duration::ZERO, 5);
+    let stack = Stack::start(sdk.clone(), Options { prefix: prefix.clone(), operator_key: operator_key.clone(), jwt: Some(jwt) }).await?;
+    let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(stack.serve(listener));
+    let issuer = serve_jwks().await?;
+    Ok(TestStack {
+        base,
+        operator_key,
+        http: reqwest::Client::new(),
+        prefix,
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        table,
+        issuer,
+    })
+}
+
+/// Serves the fixture JWKS on its own port; returns the issuer URL.
+async fn serve_jwks() -> anyhow::Result<String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let issuer = format!("http://{}", listener.local_addr()?);
+    let app = axum::Router::new().route(
+        "/jwks.json",
+        axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(issuer)
+}
+
+/// A response: status and parsed JSON body (Null when empty or not JSON).
+#[derive(Debug, Clone)]
+pub struct Reply {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Reply {
+    /// The `error.code` of an error body.
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// Asserts the DESIGN.md error shape and returns the code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!((self.status, self.code()), (status, code), "body: {}", self.body);
+        let e = &self.body["error"];
+        assert!(e["message"].as_str().is_some_and(|m| m.len() > 10), "a message that says what to fix: {e}");
+        assert!(e["request_id"].as_str().is_some_and(|r| !r.is_empty()), "a request id: {e}");
+    }
+}
+
+/// How a request authenticates.
+#[derive(Debug, Clone)]
+pub enum Auth<'a> {
+    None,
+    Bearer(&'a str),
+    ApiKeyHeader(&'a str),
+}
+
+impl TestStack {
+    pub async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Reply {
+        let mut req = self.http.request(method.parse().unwrap_or(reqwest::Method::GET), format!("{}{}", self.base, path));
+        req = match auth {
+            Auth::None => req,
+            Auth::Bearer(t) => req.bearer_auth(t),
+            Auth::ApiKeyHeader(k) => req.header("x-api-key", k),
+        };
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> Reply {
+        let response = match req.send().await {
+            Ok(r) => r,
+            Err(e) => panic!("request failed: {e}"),
+        };
+        let status = response.status().as_u16();
+        let text = response.text().await.unwrap_or_default();
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
+        self.call(method, path, Auth::Bearer(&self.operator_key), body).await
+    }
+
+    /// Creates a tenant with a unique name and sets its login to this test's JWKS, audience unique too.
+    pub async fn tenant(&self, name: &str) -> TestTenant {
+        let r = self.operator("POST", "/admin/v1/tenants", Some(json!({"name": name}))).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let t = TestTenant {
+            id: r.body["id"].as_str().unwrap_or_default().to_owned(),
+            api_key: r.body["api_key"].as_str().unwrap_or_default().to_owned(),
+            audience: format!("aud-{}", r.body["id"].as_str().unwrap_or_default()),
+        };
+        let auth = json!({"issuer": self.issuer, "jwks_url": format!("{}/jwks.json", self.issuer), "audience": t.audience});
+        let r = self.call("PUT", "/v1/settings/auth", Auth::Bearer(&t.api_key), Some(auth)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        t
+    }
+
+    pub async fn user(&self, tenant: &TestTenant, external_id: &str) -> Value {
+        let r = self.call("POST", "/v1/users", Auth::Bearer(&tenant.api_key), Some(json!({"external_id": external_id}))).await;
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+        r.body
+    }
+
+    /// Every item of the tenancy table, for "nothing changed" checks.
+    pub async fn table_snapshot(&self) -> Vec<String> {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = match self.dynamodb.scan().table_name(&self.table).set_exclusive_start_key(start).send().await {
+                Ok(o) => o,
+                Err(e) => panic!("scan failed: {e:?}"),
+            };
+            for item in out.items() {
+                let mut pairs: Vec<String> = item
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "last_used_at")
+                    .map(|(k, v)| format!("{k}={v:?}"))
+                    .collect();
+                pairs.sort();
+                items.push(pairs.join(","));
+            }
+            start = out.last_evaluated_key().cloned();
+            if start.is_none() {
+                break;
+            }
+        }
+        items.sort();
+        items
+    }
+}
+
+/// Claims of a test token; `exp` and `nbf` relative to now.
+pub struct Claims<'a> {
+    pub iss: &'a str,
+    pub aud: &'a str,
+    pub sub: &'a str,
+    pub exp_in: i64,
+    pub nbf_in: Option<i64>,
+}
+
+pub fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn claims_json(c: &Claims<'_>) -> Value {
+    let mut v = json!({"iss": c.iss, "aud": c.aud, "sub": c.sub, "exp": now() + c.exp_in, "iat": now()});
+    if let Some(nbf) = c.nbf_in {
+        v["nbf"] = json!(now() + nbf);
+    }
+    v
+}
+
+/// A token signed with one of the fixture keys.
+pub fn token(alg: Algorithm, pem: &str, kid: &str, c: &Claims<'_>) -> String {
+    let key = match alg {
+        Algorithm::ES256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+        _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+    };
+    let mut header = Header::new(alg);
+    header.kid = Some(kid.to_owned());
+    match key.and_then(|k| jsonwebtoken::encode(&header, &claims_json(c), &k)) {
+        Ok(t) => t,
+        Err(e) => panic!("signing a test token: {e}"),
+    }
+}
+
+/// A well-formed RS256 token for the tenant's login.
+pub fn user_token(stack: &TestStack, tenant: &TestTenant, sub: &str) -> String {
+    token(Algorithm::RS256, RSA_PEM, "rsa-1", &Claims { iss: &stack.issuer, aud: &tenant.audience, sub, exp_in: 600, nbf_in: None })
+}

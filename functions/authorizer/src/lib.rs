@@ -115,7 +115,7 @@ impl Authorizer {
     }
 
     async fn end_user(&self, token: &str) -> Principal {
-        let refuse = |e: jwt::JwtError| Principal::anonymous(401, e.code(), e.to_string());
+        let refuse = |e: jwt::JwtError| Principal::anonymous(e.status(), e.code(), e.to_string());
         let peek = match jwt::peek(token) {
             Ok(p) => p,
             Err(e) => return refuse(e),

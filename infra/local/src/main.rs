@@ -1,1 +1,38 @@
-fn main() {}
+//! `./dev up`: provisions template.yaml into the running moto and serves every HTTP function on
+//! 127.0.0.1:${TENANTRY_PORT:-3000} until Ctrl-C.
+
+use anyhow::Context;
+use tenantry_local::{Options, Stack};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    shared::telemetry::init();
+    let port: u16 = std::env::var("TENANTRY_PORT").ok().map(|p| p.parse()).transpose().context("TENANTRY_PORT")?.unwrap_or(3000);
+    let operator_key = std::env::var("TENANTRY_OPERATOR_KEY").context("TENANTRY_OPERATOR_KEY is not set (./dev up sets it)")?;
+    let prefix = std::env::var("TENANTRY_LOCAL_PREFIX").unwrap_or_else(|_| "tenantry".into());
+    let sdk = shared::aws::sdk_config().await;
+    let stack = Stack::start(sdk, Options { prefix, operator_key: operator_key.clone(), jwt: None }).await?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.with_context(|| format!("port {port} is taken; set TENANTRY_PORT"))?;
+    let base = format!("http://127.0.0.1:{port}");
+    let routes: usize = stack.template.functions.iter().map(|f| f.routes.len()).sum();
+    println!(
+        r#"
+Tenantry is up at {base} ({routes} routes from template.yaml, AWS in moto at {endpoint}).
+
+Operator key: {operator_key}
+
+Begin by creating a tenant:
+  curl -s -X POST {base}/admin/v1/tenants -H "Authorization: Bearer {operator_key}" \
+       -H 'content-type: application/json' -d '{{"name": "Acme Fitness"}}'
+then use the api_key it returns:
+  curl -s -X POST {base}/v1/users -H "x-api-key: <api_key>" -H 'content-type: application/json' \
+       -d '{{"external_id": "user-42", "email": "ana@example.com"}}'
+The API is described at {base}/openapi.json. Ctrl-C stops everything.
+"#,
+        endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default(),
+    );
+    tokio::select! {
+        served = stack.serve(listener) => served,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
