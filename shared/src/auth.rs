@@ -16,9 +16,16 @@ pub enum Principal {
     /// A tenant's API key: the tenant's `/v1` routes.
     Tenant { tenant_id: TenantId, key_id: KeyId },
     /// An end user signed in with the tenant's own login (a JWT checked against the tenant's JWKS).
-    EndUser { tenant_id: TenantId, user_id: UserId },
+    EndUser {
+        tenant_id: TenantId,
+        user_id: UserId,
+    },
     /// No accepted credentials; `status` and `code` say why, for routes that need a principal.
-    Anonymous { status: u16, code: String, message: String },
+    Anonymous {
+        status: u16,
+        code: String,
+        message: String,
+    },
 }
 
 impl Principal {
@@ -31,7 +38,11 @@ impl Principal {
     }
 
     pub fn anonymous(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self::Anonymous { status, code: code.to_owned(), message: message.into() }
+        Self::Anonymous {
+            status,
+            code: code.to_owned(),
+            message: message.into(),
+        }
     }
 
     /// The authorizer's `context` (simple response): flat string values only, as API Gateway passes on.
@@ -44,7 +55,11 @@ impl Principal {
             Self::EndUser { tenant_id, user_id } => {
                 json!({"principal": "end_user", "tenant_id": tenant_id, "user_id": user_id})
             }
-            Self::Anonymous { status, code, message } => json!({
+            Self::Anonymous {
+                status,
+                code,
+                message,
+            } => json!({
                 "principal": "anonymous", "auth_status": status.to_string(), "auth_error": code, "auth_message": message
             }),
         };
@@ -57,16 +72,18 @@ impl Principal {
         let tenant = || s("tenant_id").and_then(|t| TenantId::parse(t).ok());
         let parsed = match s("principal") {
             Some("operator") => Some(Self::Operator),
-            Some("tenant") => tenant().zip(s("key_id").and_then(|k| KeyId::parse(k).ok())).map(
-                |(tenant_id, key_id)| Self::Tenant { tenant_id, key_id },
-            ),
-            Some("end_user") => tenant().zip(s("user_id").and_then(|u| UserId::parse(u).ok())).map(
-                |(tenant_id, user_id)| Self::EndUser { tenant_id, user_id },
-            ),
+            Some("tenant") => tenant()
+                .zip(s("key_id").and_then(|k| KeyId::parse(k).ok()))
+                .map(|(tenant_id, key_id)| Self::Tenant { tenant_id, key_id }),
+            Some("end_user") => tenant()
+                .zip(s("user_id").and_then(|u| UserId::parse(u).ok()))
+                .map(|(tenant_id, user_id)| Self::EndUser { tenant_id, user_id }),
             Some("anonymous") => Some(Self::Anonymous {
                 status: s("auth_status").and_then(|v| v.parse().ok()).unwrap_or(401),
                 code: s("auth_error").unwrap_or("missing_credentials").to_owned(),
-                message: s("auth_message").unwrap_or("credentials are required").to_owned(),
+                message: s("auth_message")
+                    .unwrap_or("credentials are required")
+                    .to_owned(),
             }),
             _ => None,
         };
@@ -89,8 +106,14 @@ mod tests {
     fn every_principal_survives_the_trip_through_the_context() {
         for p in [
             Principal::Operator,
-            Principal::Tenant { tenant_id: TenantId::generate(), key_id: KeyId::generate() },
-            Principal::EndUser { tenant_id: TenantId::generate(), user_id: UserId::generate() },
+            Principal::Tenant {
+                tenant_id: TenantId::generate(),
+                key_id: KeyId::generate(),
+            },
+            Principal::EndUser {
+                tenant_id: TenantId::generate(),
+                user_id: UserId::generate(),
+            },
             Principal::anonymous(403, "tenant_disabled", "the tenant is disabled"),
         ] {
             assert_eq!(Principal::from_context(&p.to_context()), p);
@@ -99,8 +122,12 @@ mod tests {
 
     #[test]
     fn a_forged_or_partial_context_is_no_principal() {
-        let ctx = serde_json::from_value(json!({"principal": "tenant", "tenant_id": "ten_x"})).unwrap_or_default();
+        let ctx = serde_json::from_value(json!({"principal": "tenant", "tenant_id": "ten_x"}))
+            .unwrap_or_default();
         assert_eq!(Principal::from_context(&ctx), Principal::missing());
-        assert_eq!(Principal::from_context(&HashMap::new()), Principal::missing());
+        assert_eq!(
+            Principal::from_context(&HashMap::new()),
+            Principal::missing()
+        );
     }
 }

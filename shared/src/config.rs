@@ -18,12 +18,19 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let tenancy_table = get("TENANCY_TABLE").filter(|v| !v.is_empty()).context("TENANCY_TABLE is not set")?;
+        let tenancy_table = get("TENANCY_TABLE")
+            .filter(|v| !v.is_empty())
+            .context("TENANCY_TABLE is not set")?;
         let operator_key = match get("TENANTRY_OPERATOR_KEY").filter(|v| !v.is_empty()) {
-            Some(k) if k.len() < 32 => bail!("TENANTRY_OPERATOR_KEY must be at least 32 characters long"),
+            Some(k) if k.len() < 32 => {
+                bail!("TENANTRY_OPERATOR_KEY must be at least 32 characters long")
+            }
             Some(k) => Some(SecretString::from(k)),
             None => None,
         };
-        Ok(Self { tenancy_table, operator_key })
+        Ok(Self {
+            tenancy_table,
+            operator_key,
+        })
     }
 }

@@ -324,6 +324,15 @@ struct Claims {
 }
 
 /// Verifies tenant-issued JWTs, caching each tenant's JWKS. `Send + Sync`; share one per process via `Arc`.
+/// The HTTP client for JWKS fetches: no redirects, since a tenant-chosen URL must not be able to bounce
+/// the fetch somewhere else.
+pub fn http_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap_or_default()
+}
+
 pub struct JwtVerifier {
     http: reqwest::Client,
     ttl: Duration,

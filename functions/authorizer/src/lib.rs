@@ -14,12 +14,12 @@ use lambda_http::http::HeaderMap;
 use secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use shared::apikey::{self, PresentedKey};
 use shared::auth::Principal;
 use shared::ids::ExternalId;
 use shared::jwt::{self, JwtVerifier};
 use shared::tenancy::{Status, StoreError, TenancyStore};
-use sha2::{Digest, Sha256};
 use tracing::instrument;
 
 /// API Gateway's "simple response" for payload format 2.0.
@@ -47,14 +47,21 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 fn unavailable(e: StoreError) -> Principal {
     tracing::error!(error = ?e, "tenancy store unavailable during authorization");
-    Principal::anonymous(503, "auth_unavailable", "we could not check your credentials just now; retry shortly")
+    Principal::anonymous(
+        503,
+        "auth_unavailable",
+        "we could not check your credentials just now; retry shortly",
+    )
 }
 
 impl Authorizer {
     pub fn new(config: &shared::Config, store: TenancyStore, http: reqwest::Client) -> Self {
         Self {
             store,
-            operator_key_hash: config.operator_key.as_ref().map(|k| digest(k.expose_secret())),
+            operator_key_hash: config
+                .operator_key
+                .as_ref()
+                .map(|k| digest(k.expose_secret())),
             jwt: JwtVerifier::new(http),
         }
     }
@@ -67,12 +74,17 @@ impl Authorizer {
     /// The Lambda entry: every request is let through with the verdict in its context.
     pub async fn handle(&self, event: ApiGatewayV2CustomAuthorizerV2Request) -> SimpleResponse {
         let principal = self.authorize(&event.headers).await;
-        SimpleResponse { is_authorized: true, context: principal.to_context() }
+        SimpleResponse {
+            is_authorized: true,
+            context: principal.to_context(),
+        }
     }
 
     #[instrument(skip_all)]
     pub async fn authorize(&self, headers: &HeaderMap) -> Principal {
-        let Some(credential) = credential(headers) else { return Principal::missing() };
+        let Some(credential) = credential(headers) else {
+            return Principal::missing();
+        };
         if let Some(expected) = &self.operator_key_hash
             && same_digest(expected, &digest(credential))
         {
@@ -84,25 +96,51 @@ impl Authorizer {
         if jwt::looks_like_jwt(credential) {
             return self.end_user(credential).await;
         }
-        Principal::anonymous(401, "invalid_credentials", "the credential is neither a Tenantry API key nor a JWT")
+        Principal::anonymous(
+            401,
+            "invalid_credentials",
+            "the credential is neither a Tenantry API key nor a JWT",
+        )
     }
 
     async fn api_key(&self, credential: &str) -> Principal {
-        let invalid = || Principal::anonymous(401, "invalid_api_key", "the API key is not valid; check that it was copied whole");
-        let Some(presented) = PresentedKey::parse(credential) else { return invalid() };
-        let (tenant, key) = match self.store.tenant_and_key(&presented.tenant_id, &presented.key_id).await {
+        let invalid = || {
+            Principal::anonymous(
+                401,
+                "invalid_api_key",
+                "the API key is not valid; check that it was copied whole",
+            )
+        };
+        let Some(presented) = PresentedKey::parse(credential) else {
+            return invalid();
+        };
+        let (tenant, key) = match self
+            .store
+            .tenant_and_key(&presented.tenant_id, &presented.key_id)
+            .await
+        {
             Ok(found) => found,
             Err(e) => return unavailable(e),
         };
-        let (Some(tenant), Some(key)) = (tenant, key) else { return invalid() };
+        let (Some(tenant), Some(key)) = (tenant, key) else {
+            return invalid();
+        };
         if !presented.matches(&key.secret_hash) {
             return invalid();
         }
         if key.revoked_at.is_some() {
-            return Principal::anonymous(401, "api_key_revoked", "this API key was revoked; use another of your keys");
+            return Principal::anonymous(
+                401,
+                "api_key_revoked",
+                "this API key was revoked; use another of your keys",
+            );
         }
         if tenant.status == Status::Disabled {
-            return Principal::anonymous(403, "tenant_disabled", "this tenant is disabled; contact the operator");
+            return Principal::anonymous(
+                403,
+                "tenant_disabled",
+                "this tenant is disabled; contact the operator",
+            );
         }
         let stale = key.last_used_at.as_deref().is_none_or(|t| {
             t < shared::time::format(shared::time::now() - time::Duration::minutes(1)).as_str()
@@ -111,7 +149,10 @@ impl Authorizer {
             tracing::warn!(error = ?e, "could not stamp the key's last use");
         }
         tracing::info!(tenant_id = %tenant.id, key_id = %key.id, "tenant key accepted");
-        Principal::Tenant { tenant_id: tenant.id, key_id: key.id }
+        Principal::Tenant {
+            tenant_id: tenant.id,
+            key_id: key.id,
+        }
     }
 
     async fn end_user(&self, token: &str) -> Principal {
@@ -127,12 +168,16 @@ impl Authorizer {
             Ok(c) => c,
             Err(e) => return unavailable(e),
         };
-        let mut candidates = configs.into_iter().filter(|(_, c)| peek.aud.contains(&c.audience));
+        let mut candidates = configs
+            .into_iter()
+            .filter(|(_, c)| peek.aud.contains(&c.audience));
         let (Some((tenant_id, config)), None) = (candidates.next(), candidates.next()) else {
             return Principal::anonymous(
                 401,
                 "unknown_issuer",
-                format!("no tenant accepts tokens from issuer `{issuer}` for this audience; the tenant sets it with PUT /v1/settings/auth"),
+                format!(
+                    "no tenant accepts tokens from issuer `{issuer}` for this audience; the tenant sets it with PUT /v1/settings/auth"
+                ),
             );
         };
         let claims = match self.jwt.verify(token, &config).await {
@@ -141,15 +186,30 @@ impl Authorizer {
         };
         match self.store.get_tenant(&tenant_id).await {
             Ok(t) if t.status == Status::Active => {}
-            Ok(_) => return Principal::anonymous(403, "tenant_disabled", "this app's account is disabled"),
-            Err(StoreError::NotFound) => return Principal::anonymous(401, "unknown_issuer", "no tenant accepts this token"),
+            Ok(_) => {
+                return Principal::anonymous(
+                    403,
+                    "tenant_disabled",
+                    "this app's account is disabled",
+                );
+            }
+            Err(StoreError::NotFound) => {
+                return Principal::anonymous(401, "unknown_issuer", "no tenant accepts this token");
+            }
             Err(e) => return unavailable(e),
         }
         let Ok(external_id) = ExternalId::parse(&claims.sub) else {
-            return Principal::anonymous(401, "token_bad_subject", "the token's `sub` is not a usable user id (1 to 256 printable characters)");
+            return Principal::anonymous(
+                401,
+                "token_bad_subject",
+                "the token's `sub` is not a usable user id (1 to 256 printable characters)",
+            );
         };
         match self.store.create_user(&tenant_id, &external_id, None).await {
-            Ok((user, _)) if user.status == Status::Active => Principal::EndUser { tenant_id, user_id: user.id },
+            Ok((user, _)) if user.status == Status::Active => Principal::EndUser {
+                tenant_id,
+                user_id: user.id,
+            },
             Ok(_) => Principal::anonymous(403, "user_disabled", "this user is disabled by the app"),
             Err(e) => unavailable(e),
         }
@@ -158,12 +218,20 @@ impl Authorizer {
 
 /// `Authorization: Bearer <x>` first, then `x-api-key`.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| {
-        let (scheme, rest) = v.trim().split_once(' ')?;
-        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-    });
+    let bearer = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            let (scheme, rest) = v.trim().split_once(' ')?;
+            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+        });
     bearer
-        .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim))
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|v| v.to_str().ok())
+                .map(str::trim)
+        })
         .filter(|v| !v.is_empty())
 }
 
@@ -183,10 +251,19 @@ mod tests {
 
     #[test]
     fn the_credential_comes_from_a_bearer_header_or_x_api_key() {
-        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
-        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
+        assert_eq!(
+            credential(&headers(&[("authorization", "Bearer abc")])),
+            Some("abc")
+        );
+        assert_eq!(
+            credential(&headers(&[("authorization", "bearer  abc ")])),
+            Some("abc")
+        );
         assert_eq!(credential(&headers(&[("x-api-key", "xyz")])), Some("xyz"));
-        assert_eq!(credential(&headers(&[("authorization", "Basic abc")])), None);
+        assert_eq!(
+            credential(&headers(&[("authorization", "Basic abc")])),
+            None
+        );
         assert_eq!(credential(&headers(&[("authorization", "Bearer ")])), None);
     }
 

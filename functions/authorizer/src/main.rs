@@ -9,9 +9,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = shared::Config::from_env()?;
     let aws = shared::aws::sdk_config().await;
     let store = TenancyStore::new(shared::aws::dynamodb(&aws), &config.tenancy_table);
-    let authorizer = &Authorizer::new(&config, store, reqwest::Client::new());
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
-        Ok::<_, lambda_runtime::Error>(authorizer.handle(event.payload).await)
-    }))
+    let authorizer = &Authorizer::new(&config, store, shared::jwt::http_client());
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<ApiGatewayV2CustomAuthorizerV2Request>| async move {
+            Ok::<_, lambda_runtime::Error>(authorizer.handle(event.payload).await)
+        },
+    ))
     .await
 }

@@ -14,6 +14,9 @@ use shared::tenancy::{ApiKeyView, AuthSettings, Status, TenancyStore, TenantName
 #[derive(Clone)]
 pub struct AppState {
     pub store: TenancyStore,
+    /// Accept `http://` JWKS URLs on loopback. Only the local stack sets it: in Lambda, loopback is the
+    /// runtime API, which a tenant must never make the authorizer call.
+    pub allow_loopback_jwks: bool,
 }
 
 /// Every route this function serves.
@@ -43,8 +46,16 @@ struct CreateTenant {
     name: TenantName,
 }
 
-async fn create_tenant(_: Operator, State(app): State<AppState>, Json(body): Json<CreateTenant>) -> Result<Response, ApiError> {
-    let (tenant, key) = app.store.create_tenant(body.name).await.map_err(|e| e.into_api("tenant"))?;
+async fn create_tenant(
+    _: Operator,
+    State(app): State<AppState>,
+    Json(body): Json<CreateTenant>,
+) -> Result<Response, ApiError> {
+    let (tenant, key) = app
+        .store
+        .create_tenant(body.name)
+        .await
+        .map_err(|e| e.into_api("tenant"))?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     let mut view = serde_json::to_value(&tenant).map_err(anyhow::Error::from)?;
     view["api_key"] = json!(key.full.expose_secret());
@@ -52,8 +63,16 @@ async fn create_tenant(_: Operator, State(app): State<AppState>, Json(body): Jso
     Ok(created(view))
 }
 
-async fn list_tenants(_: Operator, State(app): State<AppState>, Query(q): Query<PageParams>) -> Result<Response, ApiError> {
-    let (tenants, next) = app.store.list_tenants(&q.page()?).await.map_err(|e| e.into_api("tenant"))?;
+async fn list_tenants(
+    _: Operator,
+    State(app): State<AppState>,
+    Query(q): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let (tenants, next) = app
+        .store
+        .list_tenants(&q.page()?)
+        .await
+        .map_err(|e| e.into_api("tenant"))?;
     Ok(axum::Json(list_body(tenants, next)).into_response())
 }
 
@@ -62,45 +81,85 @@ fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::not_found("tenant"))
 }
 
-async fn get_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let tenant = app.store.get_tenant(&tenant_id(&id)?).await.map_err(|e| e.into_api("tenant"))?;
+async fn get_tenant(
+    _: Operator,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let tenant = app
+        .store
+        .get_tenant(&tenant_id(&id)?)
+        .await
+        .map_err(|e| e.into_api("tenant"))?;
     Ok(axum::Json(tenant).into_response())
 }
 
 async fn set_status(app: AppState, id: &str, status: Status) -> Result<Response, ApiError> {
-    let tenant = app.store.set_tenant_status(&tenant_id(id)?, status).await.map_err(|e| e.into_api("tenant"))?;
+    let tenant = app
+        .store
+        .set_tenant_status(&tenant_id(id)?, status)
+        .await
+        .map_err(|e| e.into_api("tenant"))?;
     tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
     Ok(axum::Json(tenant).into_response())
 }
 
-async fn disable_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn disable_tenant(
+    _: Operator,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     set_status(app, &id, Status::Disabled).await
 }
 
-async fn enable_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn enable_tenant(
+    _: Operator,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     set_status(app, &id, Status::Active).await
 }
 
 async fn create_key(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
-    let (stored, key) = app.store.create_key(&scope.tenant_id).await.map_err(|e| e.into_api("API key"))?;
+    let (stored, key) = app
+        .store
+        .create_key(&scope.tenant_id)
+        .await
+        .map_err(|e| e.into_api("API key"))?;
     tracing::info!(tenant_id = %scope.tenant_id, key_id = %stored.id, by_key = %scope.key_id, "API key created");
     let mut view = serde_json::to_value(ApiKeyView::from(stored)).map_err(anyhow::Error::from)?;
     view["api_key"] = json!(key.full.expose_secret());
     Ok(created(view))
 }
 
-async fn list_keys(scope: TenantScope, State(app): State<AppState>, Query(q): Query<PageParams>) -> Result<Response, ApiError> {
-    let (keys, next) = app.store.list_keys(&scope.tenant_id, &q.page()?).await.map_err(|e| e.into_api("API key"))?;
+async fn list_keys(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Query(q): Query<PageParams>,
+) -> Result<Response, ApiError> {
+    let (keys, next) = app
+        .store
+        .list_keys(&scope.tenant_id, &q.page()?)
+        .await
+        .map_err(|e| e.into_api("API key"))?;
     let views: Vec<ApiKeyView> = keys.into_iter().map(ApiKeyView::from).collect();
     Ok(axum::Json(list_body(views, next)).into_response())
 }
 
-async fn revoke_key(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+async fn revoke_key(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = KeyId::parse(&id).map_err(|_| ApiError::not_found("API key"))?;
-    let key = app.store.revoke_key(&scope.tenant_id, &id).await.map_err(|e| match e {
-        shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("last_active_key", m),
-        e => e.into_api("API key"),
-    })?;
+    let key = app
+        .store
+        .revoke_key(&scope.tenant_id, &id)
+        .await
+        .map_err(|e| match e {
+            shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("last_active_key", m),
+            e => e.into_api("API key"),
+        })?;
     tracing::info!(tenant_id = %scope.tenant_id, key_id = %id, "API key revoked");
     Ok(axum::Json(ApiKeyView::from(key)).into_response())
 }
@@ -113,22 +172,34 @@ struct PutAuth {
     audience: String,
 }
 
-/// HTTPS only, except loopback, which the local stack and its sandboxes use.
-fn check_jwks_url(raw: &str) -> Result<(), ApiError> {
-    let bad = || ApiError::bad_request("invalid_jwks_url", "jwks_url must be an https:// URL (http:// only for localhost)");
+/// HTTPS to a named host; `http://` on loopback only where the local stack allows it.
+fn check_jwks_url(raw: &str, allow_loopback: bool) -> Result<(), ApiError> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_jwks_url",
+            "jwks_url must be an https:// URL of your login provider",
+        )
+    };
     let url = reqwest::Url::parse(raw).map_err(|_| bad())?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     match url.scheme() {
-        "https" => Ok(()),
-        "http" if loopback => Ok(()),
+        "https" if !loopback => Ok(()),
+        "http" | "https" if loopback && allow_loopback => Ok(()),
         _ => Err(bad()),
     }
 }
 
-async fn put_auth(scope: TenantScope, State(app): State<AppState>, Json(body): Json<PutAuth>) -> Result<Response, ApiError> {
+async fn put_auth(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Json(body): Json<PutAuth>,
+) -> Result<Response, ApiError> {
     let text = |field: &str, v: &str| {
         if v.trim().is_empty() || v.len() > 2048 {
-            Err(ApiError::bad_request("invalid_body", format!("{field} must be 1 to 2048 characters")))
+            Err(ApiError::bad_request(
+                "invalid_body",
+                format!("{field} must be 1 to 2048 characters"),
+            ))
         } else {
             Ok(v.trim().to_owned())
         }
@@ -138,22 +209,35 @@ async fn put_auth(scope: TenantScope, State(app): State<AppState>, Json(body): J
         jwks_url: text("jwks_url", &body.jwks_url)?,
         audience: text("audience", &body.audience)?,
     };
-    check_jwks_url(&settings.jwks_url)?;
-    app.store.put_auth(&scope.tenant_id, &settings).await.map_err(|e| match e {
-        shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("issuer_taken", m),
-        e => e.into_api("login settings"),
-    })?;
+    check_jwks_url(&settings.jwks_url, app.allow_loopback_jwks)?;
+    app.store
+        .put_auth(&scope.tenant_id, &settings)
+        .await
+        .map_err(|e| match e {
+            shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("issuer_taken", m),
+            e => e.into_api("login settings"),
+        })?;
     tracing::info!(tenant_id = %scope.tenant_id, "login settings changed");
     Ok(axum::Json(settings).into_response())
 }
 
 async fn get_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
-    let settings = app.store.get_auth(&scope.tenant_id).await.map_err(|e| e.into_api("login settings"))?;
+    let settings = app
+        .store
+        .get_auth(&scope.tenant_id)
+        .await
+        .map_err(|e| e.into_api("login settings"))?;
     Ok(axum::Json(settings).into_response())
 }
 
-async fn delete_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
-    app.store.delete_auth(&scope.tenant_id).await.map_err(|e| e.into_api("login settings"))?;
+async fn delete_auth(
+    scope: TenantScope,
+    State(app): State<AppState>,
+) -> Result<Response, ApiError> {
+    app.store
+        .delete_auth(&scope.tenant_id)
+        .await
+        .map_err(|e| e.into_api("login settings"))?;
     tracing::info!(tenant_id = %scope.tenant_id, "login settings removed");
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
@@ -167,11 +251,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn jwks_urls_must_be_https_except_on_loopback() {
-        assert!(check_jwks_url("https://login.example.com/.well-known/jwks.json").is_ok());
-        assert!(check_jwks_url("http://127.0.0.1:8080/jwks").is_ok());
-        assert!(check_jwks_url("http://login.example.com/jwks").is_err());
-        assert!(check_jwks_url("file:///etc/passwd").is_err());
-        assert!(check_jwks_url("not a url").is_err());
+    fn jwks_urls_must_be_https_and_loopback_only_where_the_local_stack_allows_it() {
+        assert!(check_jwks_url("https://login.example.com/.well-known/jwks.json", false).is_ok());
+        assert!(
+            check_jwks_url(
+                "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
+                false
+            )
+            .is_err()
+        );
+        assert!(check_jwks_url("http://127.0.0.1:8080/jwks", true).is_ok());
+        assert!(check_jwks_url("http://login.example.com/jwks", true).is_err());
+        assert!(check_jwks_url("file:///etc/passwd", true).is_err());
+        assert!(check_jwks_url("not a url", true).is_err());
     }
 }

@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use shared::ApiError;
-use shared::http::{EndUserScope, Json, PageParams, Query, Routes, TenantScope, created, list_body};
+use shared::http::{
+    EndUserScope, Json, PageParams, Query, Routes, TenantScope, created, list_body,
+};
 use shared::ids::{Email, ExternalId, UserId};
 use shared::tenancy::{Status, TenancyStore, UserPatch};
 
@@ -37,7 +39,11 @@ struct CreateUser {
 }
 
 /// 201 for a new user; 200 with the existing user when the external id is already known.
-async fn create_user(scope: TenantScope, State(app): State<AppState>, Json(body): Json<CreateUser>) -> Result<Response, ApiError> {
+async fn create_user(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Json(body): Json<CreateUser>,
+) -> Result<Response, ApiError> {
     let (user, is_new) = app
         .store
         .create_user(&scope.tenant_id, &body.external_id, body.email)
@@ -60,13 +66,29 @@ struct ListUsers {
 }
 
 /// All users, or with `?external_id=` the one user the tenant knows by that id.
-async fn list_users(scope: TenantScope, State(app): State<AppState>, Query(q): Query<ListUsers>) -> Result<Response, ApiError> {
-    let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
+async fn list_users(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Query(q): Query<ListUsers>,
+) -> Result<Response, ApiError> {
+    let page = PageParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
     if let Some(external_id) = q.external_id {
-        let found = app.store.user_by_external_id(&scope.tenant_id, &external_id).await.map_err(|e| e.into_api("user"))?;
+        let found = app
+            .store
+            .user_by_external_id(&scope.tenant_id, &external_id)
+            .await
+            .map_err(|e| e.into_api("user"))?;
         return Ok(axum::Json(list_body(found.into_iter().collect(), None)).into_response());
     }
-    let (users, next) = app.store.list_users(&scope.tenant_id, &page).await.map_err(|e| e.into_api("user"))?;
+    let (users, next) = app
+        .store
+        .list_users(&scope.tenant_id, &page)
+        .await
+        .map_err(|e| e.into_api("user"))?;
     Ok(axum::Json(list_body(users, next)).into_response())
 }
 
@@ -74,13 +96,23 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|_| ApiError::not_found("user"))
 }
 
-async fn get_user(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
-    let user = app.store.get_user(&scope.tenant_id, &user_id(&id)?).await.map_err(|e| e.into_api("user"))?;
+async fn get_user(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let user = app
+        .store
+        .get_user(&scope.tenant_id, &user_id(&id)?)
+        .await
+        .map_err(|e| e.into_api("user"))?;
     Ok(axum::Json(user).into_response())
 }
 
 /// `null` and absent differ for `email`: null removes it, absent keeps it.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -93,18 +125,37 @@ struct PatchUser {
     email: Option<Option<Email>>,
 }
 
-async fn patch_user(scope: TenantScope, State(app): State<AppState>, Path(id): Path<String>, Json(body): Json<PatchUser>) -> Result<Response, ApiError> {
+async fn patch_user(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Json(body): Json<PatchUser>,
+) -> Result<Response, ApiError> {
     let id = user_id(&id)?;
     if body.status.is_none() && body.email.is_none() {
-        return Err(ApiError::bad_request("invalid_body", "nothing to change: send `status` (active|disabled) and/or `email`"));
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "nothing to change: send `status` (active|disabled) and/or `email`",
+        ));
     }
-    let patch = UserPatch { status: body.status, email: body.email };
-    let user = app.store.update_user(&scope.tenant_id, &id, patch).await.map_err(|e| e.into_api("user"))?;
+    let patch = UserPatch {
+        status: body.status,
+        email: body.email,
+    };
+    let user = app
+        .store
+        .update_user(&scope.tenant_id, &id, patch)
+        .await
+        .map_err(|e| e.into_api("user"))?;
     tracing::info!(tenant_id = %scope.tenant_id, user_id = %user.id, status = user.status.as_str(), "user changed");
     Ok((StatusCode::OK, axum::Json(user)).into_response())
 }
 
 async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response, ApiError> {
-    let user = app.store.get_user(&scope.tenant_id, &scope.user_id).await.map_err(|e| e.into_api("user"))?;
+    let user = app
+        .store
+        .get_user(&scope.tenant_id, &scope.user_id)
+        .await
+        .map_err(|e| e.into_api("user"))?;
     Ok(axum::Json(user).into_response())
 }

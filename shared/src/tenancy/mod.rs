@@ -101,7 +101,13 @@ pub struct ApiKeyView {
 
 impl From<ApiKey> for ApiKeyView {
     fn from(k: ApiKey) -> Self {
-        Self { id: k.id, prefix: k.prefix, created_at: k.created_at, last_used_at: k.last_used_at, revoked_at: k.revoked_at }
+        Self {
+            id: k.id,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        }
     }
 }
 
