@@ -3,85 +3,38 @@
 
 use http_body_util::BodyExt;
 use integration_tests::start;
-use shared::tenancy::TenancyStore;
+use shared::tenancy::{Stores, TenancyStore};
 use tower::ServiceExt;
 
 async fn serve(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
-    let request = lambda_http::request::from_str(event)
-        .unwrap_or_else(|e| panic!("event does not parse: {e}"));
+    let request = lambda_http::request::from_str(event).unwrap_or_else(|e| panic!("event does not parse: {e}"));
     let response = match router.oneshot(request.map(axum::body::Body::new)).await {
         Ok(r) => r,
         Err(never) => match never {},
     };
     let status = response.status().as_u16();
-    let bytes = response
-        .into_body()
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let bytes = response.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     (status, serde_json::from_slice(&bytes).unwrap_or_default())
 }
 
 #[tokio::test]
 async fn every_sample_event_is_served_by_its_function() {
     let s = start().await;
-    let store = TenancyStore::new(s.dynamodb.clone(), &s.table);
-    let control = || {
-        control::router(control::AppState {
-            store: store.clone(),
-            allow_loopback_jwks: false,
-        })
-    };
-    let data = || {
-        data::router(data::AppState {
-            store: store.clone(),
-        })
-    };
+    let stores = Stores::new(TenancyStore::new(s.dynamodb.clone(), &s.table), None);
+    let control = || control::router(control::AppState { stores: stores.clone(), allow_loopback_jwks: false });
+    let data = || data::router(data::AppState { stores: stores.clone() });
 
     let (status, body) = serve(control(), include_str!("../events/control/openapi.json")).await;
     assert_eq!((status, body["openapi"].as_str().is_some()), (200, true));
-    let (status, body) = serve(
-        control(),
-        include_str!("../events/control/create-tenant.json"),
-    )
-    .await;
-    assert_eq!(
-        (status, &body["name"]),
-        (201, &serde_json::json!("Acme Fitness")),
-        "{body}"
-    );
-    let (status, body) = serve(
-        control(),
-        include_str!("../events/control/list-tenants.json"),
-    )
-    .await;
-    assert_eq!(
-        (status, body["data"].as_array().map(Vec::len)),
-        (200, Some(1)),
-        "{body}"
-    );
+    let (status, body) = serve(control(), include_str!("../events/control/create-tenant.json")).await;
+    assert_eq!((status, &body["name"]), (201, &serde_json::json!("Acme Fitness")), "{body}");
+    let (status, body) = serve(control(), include_str!("../events/control/list-tenants.json")).await;
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(1)), "{body}");
 
     let (status, body) = serve(data(), include_str!("../events/data/create-user.json")).await;
-    assert_eq!(
-        (status, &body["external_id"]),
-        (201, &serde_json::json!("user-42")),
-        "{body}"
-    );
+    assert_eq!((status, &body["external_id"]), (201, &serde_json::json!("user-42")), "{body}");
     let (status, body) = serve(data(), include_str!("../events/data/list-users.json")).await;
-    assert_eq!(
-        (status, body["data"].as_array().map(Vec::len)),
-        (200, Some(1)),
-        "{body}"
-    );
-    let (status, body) = serve(
-        data(),
-        include_str!("../events/data/missing-credentials.json"),
-    )
-    .await;
-    assert_eq!(
-        (status, &body["error"]["code"]),
-        (401, &serde_json::json!("missing_credentials")),
-        "{body}"
-    );
+    assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    let (status, body) = serve(data(), include_str!("../events/data/missing-credentials.json")).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &serde_json::json!("missing_credentials")), "{body}");
 }

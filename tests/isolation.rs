@@ -23,19 +23,11 @@ fn secrets_of_b(w: &World) -> Vec<String> {
 }
 
 fn fill(path: &str, tenant: &str, user: &str, key: &str) -> String {
-    path.replace("{tenant_id}", tenant)
-        .replace("{user_id}", user)
-        .replace("{key_id}", key)
+    path.replace("{tenant_id}", tenant).replace("{user_id}", user).replace("{key_id}", key)
 }
 
 /// A body that passes validation, so the request reaches the object lookup.
-fn body_for(
-    method: &str,
-    path: &str,
-    a: &TestTenant,
-    stack: &TestStack,
-    b_external_id: &str,
-) -> Option<Value> {
+fn body_for(method: &str, path: &str, a: &TestTenant, stack: &TestStack, b_external_id: &str) -> Option<Value> {
     match (method, path) {
         ("POST", "/admin/v1/tenants") => Some(json!({"name": "probe"})),
         ("POST", "/v1/users") => Some(json!({"external_id": b_external_id})),
@@ -48,11 +40,7 @@ fn body_for(
 }
 
 async fn partition_of(s: &TestStack, tenant: &str) -> Vec<String> {
-    s.table_snapshot()
-        .await
-        .into_iter()
-        .filter(|item| item.contains(&format!("pk=S(\"{tenant}\")")))
-        .collect()
+    s.table_snapshot().await.into_iter().filter(|item| item.contains(&format!("pk=S(\"{tenant}\")"))).collect()
 }
 
 #[tokio::test]
@@ -62,68 +50,28 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
     let b = s.tenant("Tenant B").await;
     let b_user = s.user(&b, "b-secret-user").await;
     s.user(&a, "a-user").await;
-    let b_key = s
-        .call("POST", "/v1/api-keys", Auth::Bearer(&b.api_key), None)
-        .await;
+    let b_key = s.call("POST", "/v1/api-keys", Auth::Bearer(&b.api_key), None).await;
     let b_key_id = b_key.body["id"].as_str().unwrap_or_default().to_owned();
     // B's own end user exists too.
-    assert_eq!(
-        s.call(
-            "GET",
-            "/v1/me",
-            Auth::Bearer(&user_token(&s, &b, "b-end-user")),
-            None
-        )
-        .await
-        .status,
-        200
-    );
-    let w = World {
-        b: b.clone(),
-        b_user: b_user.clone(),
-        b_key_id: b_key_id.clone(),
-    };
+    assert_eq!(s.call("GET", "/v1/me", Auth::Bearer(&user_token(&s, &b, "b-end-user")), None).await.status, 200);
+    let w = World { b: b.clone(), b_user: b_user.clone(), b_key_id: b_key_id.clone() };
     let b_before = partition_of(&s, &b.id).await;
     assert!(b_before.len() >= 6, "B's world is there: {b_before:?}");
 
     let a_jwt = user_token(&s, &a, "a-end-user");
     let principals = [("A's API key", a.api_key.clone()), ("A's end user", a_jwt)];
-    let ghost = (
-        "ten_00000000000000000000000000",
-        "usr_00000000000000000000000000",
-        "key_00000000000000000000000000",
-    );
-    let b_ids = (
-        b.id.as_str(),
-        b_user["id"].as_str().unwrap_or_default(),
-        b_key_id.as_str(),
-    );
+    let ghost = ("ten_00000000000000000000000000", "usr_00000000000000000000000000", "key_00000000000000000000000000");
+    let b_ids = (b.id.as_str(), b_user["id"].as_str().unwrap_or_default(), b_key_id.as_str());
     let b_external = b_user["external_id"].as_str().unwrap_or_default();
 
     let operations = shared::openapi::operations();
-    assert!(
-        operations.len() >= 16,
-        "every route is probed: {operations:?}"
-    );
+    assert!(operations.len() >= 16, "every route is probed: {operations:?}");
     for (method, path) in &operations {
         for (who, credential) in &principals {
             let body = body_for(method, path, &a, &s, b_external);
-            let on_b = s
-                .call(
-                    method,
-                    &fill(path, b_ids.0, b_ids.1, b_ids.2),
-                    Auth::Bearer(credential),
-                    body.clone(),
-                )
-                .await;
-            let on_ghost = s
-                .call(
-                    method,
-                    &fill(path, ghost.0, ghost.1, ghost.2),
-                    Auth::Bearer(credential),
-                    body,
-                )
-                .await;
+            let on_b =
+                s.call(method, &fill(path, b_ids.0, b_ids.1, b_ids.2), Auth::Bearer(credential), body.clone()).await;
+            let on_ghost = s.call(method, &fill(path, ghost.0, ghost.1, ghost.2), Auth::Bearer(credential), body).await;
             let ctx = format!("{who}: {method} {path}: {} {}", on_b.status, on_b.body);
             if path.contains('{') {
                 assert_eq!(
@@ -141,10 +89,7 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
                 }
             }
             if (method.as_str(), path.as_str(), *who) == ("POST", "/v1/users", "A's API key") {
-                assert_eq!(
-                    on_b.status, 201,
-                    "B's external id is unknown to A, so A gets a new user of its own. {ctx}"
-                );
+                assert_eq!(on_b.status, 201, "B's external id is unknown to A, so A gets a new user of its own. {ctx}");
             }
             let text = on_b.body.to_string();
             for secret in secrets_of_b(&w) {
@@ -155,28 +100,11 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
 
     // Cursors and filters cannot reach into B's partition either.
     let cursor = shared::http::encode_cursor(&format!("user#{}", b_ids.1));
-    for path in [
-        format!("/v1/users?cursor={cursor}"),
-        format!("/v1/users?external_id={b_external}"),
-    ] {
+    for path in [format!("/v1/users?cursor={cursor}"), format!("/v1/users?external_id={b_external}")] {
         let r = s.call("GET", &path, Auth::Bearer(&a.api_key), None).await;
         assert!(!r.body.to_string().contains(b_ids.1), "{path}: {}", r.body);
     }
-    assert_eq!(
-        partition_of(&s, &b.id).await,
-        b_before,
-        "nothing of B's changed"
-    );
+    assert_eq!(partition_of(&s, &b.id).await, b_before, "nothing of B's changed");
     // And B still works.
-    assert_eq!(
-        s.call(
-            "GET",
-            &format!("/v1/users/{}", b_ids.1),
-            Auth::Bearer(&b.api_key),
-            None
-        )
-        .await
-        .status,
-        200
-    );
+    assert_eq!(s.call("GET", &format!("/v1/users/{}", b_ids.1), Auth::Bearer(&b.api_key), None).await.status, 200);
 }

@@ -11,10 +11,7 @@ fn served(function: &str) -> BTreeSet<String> {
         "DataFunction" => data::routes().served(),
         other => panic!("no router for {other}"),
     };
-    routes
-        .into_iter()
-        .map(|(m, p)| format!("{m} {p}"))
-        .collect()
+    routes.into_iter().map(|(m, p)| format!("{m} {p}")).collect()
 }
 
 #[test]
@@ -22,44 +19,23 @@ fn every_served_route_is_in_the_openapi_document_and_the_template_and_nothing_el
     let template = Template::load_default().unwrap_or_else(|e| panic!("template.yaml: {e:?}"));
     let mut all_served = BTreeSet::new();
     for f in template.functions.iter().filter(|f| !f.routes.is_empty()) {
-        let deployed: BTreeSet<String> = f
-            .routes
-            .iter()
-            .map(|r| format!("{} {}", r.method, r.path))
-            .collect();
+        let deployed: BTreeSet<String> = f.routes.iter().map(|r| format!("{} {}", r.method, r.path)).collect();
         let serves = served(&f.logical_id);
-        assert_eq!(
-            deployed, serves,
-            "{}: template.yaml routes vs the routes its router serves",
-            f.logical_id
-        );
+        assert_eq!(deployed, serves, "{}: template.yaml routes vs the routes its router serves", f.logical_id);
         all_served.extend(serves);
     }
-    let documented: BTreeSet<String> = shared::openapi::operations()
-        .into_iter()
-        .map(|(m, p)| format!("{m} {p}"))
-        .collect();
+    let documented: BTreeSet<String> =
+        shared::openapi::operations().into_iter().map(|(m, p)| format!("{m} {p}")).collect();
     let missing: Vec<_> = all_served.difference(&documented).collect();
     let extra: Vec<_> = documented.difference(&all_served).collect();
-    assert!(
-        missing.is_empty(),
-        "served but not in shared/openapi.yaml: {missing:?}"
-    );
-    assert!(
-        extra.is_empty(),
-        "in shared/openapi.yaml but served by no function: {extra:?}"
-    );
+    assert!(missing.is_empty(), "served but not in shared/openapi.yaml: {missing:?}");
+    assert!(extra.is_empty(), "in shared/openapi.yaml but served by no function: {extra:?}");
 }
 
 #[test]
 fn only_the_openapi_document_is_public() {
     let template = Template::load_default().unwrap_or_else(|e| panic!("template.yaml: {e:?}"));
-    let public: Vec<String> = template
-        .functions
-        .iter()
-        .flat_map(|f| f.routes.iter())
-        .filter(|r| r.public)
-        .map(|r| r.path.clone())
-        .collect();
+    let public: Vec<String> =
+        template.functions.iter().flat_map(|f| f.routes.iter()).filter(|r| r.public).map(|r| r.path.clone()).collect();
     assert_eq!(public, vec!["/openapi.json".to_owned()]);
 }

@@ -28,18 +28,13 @@ fn template_path() -> PathBuf {
 
 fn venv_bin(name: &str) -> PathBuf {
     let path = repo_root().join(".venv").join("bin").join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: {INSTALL_HINT}",
-        path.display()
-    );
+    assert!(path.is_file(), "{} is missing: {INSTALL_HINT}", path.display());
     path
 }
 
 fn template() -> Value {
     let path = template_path();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("cannot read {}: {err}", path.display()));
     serde_yaml::from_str(&text)
         .unwrap_or_else(|err| panic!("{} is not YAML serde_yaml can read: {err}", path.display()))
 }
@@ -64,12 +59,7 @@ fn assert_cfn_lint_passes(target: &Path) {
         .unwrap_or_else(|err| panic!("cannot run {}: {err}", cfn_lint.display()));
     // 0: clean; 8: informational findings only. Anything else (errors, warnings, a crash, a signal) fails.
     let passed = matches!(output.status.code(), Some(0) | Some(8));
-    assert!(
-        passed,
-        "cfn-lint reports errors or warnings in {}\n{}",
-        target.display(),
-        describe(&output)
-    );
+    assert!(passed, "cfn-lint reports errors or warnings in {}\n{}", target.display(), describe(&output));
 }
 
 #[test]
@@ -141,19 +131,13 @@ fn cfn_lint_finds_no_errors_or_warnings_in_the_template_after_the_sam_transform(
             describe(&output)
         );
     }
-    assert!(
-        output.status.success(),
-        "the SAM transform of template.yaml failed\n{}",
-        describe(&output)
-    );
+    assert!(output.status.success(), "the SAM transform of template.yaml failed\n{}", describe(&output));
     assert_cfn_lint_passes(&transformed);
 }
 
 fn resources(template: &Value) -> Vec<(String, &Value)> {
-    let resources = template
-        .get("Resources")
-        .and_then(Value::as_mapping)
-        .expect("template.yaml has a Resources mapping");
+    let resources =
+        template.get("Resources").and_then(Value::as_mapping).expect("template.yaml has a Resources mapping");
     resources
         .iter()
         .map(|(id, resource)| {
@@ -166,23 +150,14 @@ fn resources(template: &Value) -> Vec<(String, &Value)> {
 fn functions(template: &Value) -> Vec<(String, &Value)> {
     let functions: Vec<_> = resources(template)
         .into_iter()
-        .filter(|(_, resource)| {
-            resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function")
-        })
+        .filter(|(_, resource)| resource.get("Type").and_then(Value::as_str) == Some("AWS::Serverless::Function"))
         .collect();
-    assert!(
-        !functions.is_empty(),
-        "template.yaml declares no AWS::Serverless::Function"
-    );
+    assert!(!functions.is_empty(), "template.yaml declares no AWS::Serverless::Function");
     functions
 }
 
 /// A function property, or the Globals.Function one when the function does not set it.
-fn function_property<'a>(
-    template: &'a Value,
-    function: &'a Value,
-    name: &str,
-) -> Option<&'a Value> {
+fn function_property<'a>(template: &'a Value, function: &'a Value, name: &str) -> Option<&'a Value> {
     function
         .get("Properties")
         .and_then(|properties| properties.get(name))
@@ -200,21 +175,11 @@ fn every_function_is_arm64_al2023_and_built_with_cargo_lambda() {
         let architectures = function_property(&template, function, "Architectures")
             .and_then(Value::as_sequence)
             .map(|list| list.iter().map(Value::as_str).collect::<Vec<_>>());
-        assert_eq!(
-            architectures,
-            Some(vec![Some("arm64")]),
-            "{id}: Architectures"
-        );
+        assert_eq!(architectures, Some(vec![Some("arm64")]), "{id}: Architectures");
 
         let metadata = function.get("Metadata");
-        let build_method = metadata
-            .and_then(|m| m.get("BuildMethod"))
-            .and_then(Value::as_str);
-        assert_eq!(
-            build_method,
-            Some("rust-cargolambda"),
-            "{id}: Metadata.BuildMethod"
-        );
+        let build_method = metadata.and_then(|m| m.get("BuildMethod")).and_then(Value::as_str);
+        assert_eq!(build_method, Some("rust-cargolambda"), "{id}: Metadata.BuildMethod");
 
         let binary = metadata
             .and_then(|m| m.get("BuildProperties"))
@@ -223,9 +188,7 @@ fn every_function_is_arm64_al2023_and_built_with_cargo_lambda() {
             .unwrap_or_else(|| panic!("{id}: Metadata.BuildProperties.Binary is missing"));
         let crate_dir = crates_dir.join(binary);
         assert!(
-            !binary.is_empty()
-                && !binary.contains(['/', '\\', '.'])
-                && crate_dir.join("Cargo.toml").is_file(),
+            !binary.is_empty() && !binary.contains(['/', '\\', '.']) && crate_dir.join("Cargo.toml").is_file(),
             "{id}: BuildProperties.Binary {binary:?} is not a crate folder under {}",
             crates_dir.display()
         );
@@ -242,13 +205,9 @@ fn every_function_lists_its_own_environment_variables() {
             .and_then(|p| p.get("Environment"))
             .and_then(|e| e.get("Variables"))
             .and_then(Value::as_mapping);
-        let variables =
-            variables.unwrap_or_else(|| panic!("{id}: no Properties.Environment.Variables"));
+        let variables = variables.unwrap_or_else(|| panic!("{id}: no Properties.Environment.Variables"));
         for name in ["TENANCY_TABLE", "RUST_LOG"] {
-            assert!(
-                variables.contains_key(name),
-                "{id}: Environment.Variables has no {name}"
-            );
+            assert!(variables.contains_key(name), "{id}: Environment.Variables has no {name}");
         }
     }
 }
@@ -293,10 +252,7 @@ fn irregular_nodes(value: &Value, path: &str, found: &mut Vec<String>) {
 #[test]
 fn the_template_uses_only_the_short_form_tags_the_local_stack_reads() {
     let template = template();
-    assert!(
-        template.get("Conditions").is_none(),
-        "template.yaml must not declare Conditions"
-    );
+    assert!(template.get("Conditions").is_none(), "template.yaml must not declare Conditions");
     let mut found = Vec::new();
     irregular_nodes(&template, "", &mut found);
     assert!(

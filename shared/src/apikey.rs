@@ -72,11 +72,7 @@ impl PresentedKey {
     pub fn matches(&self, stored_hash: &str) -> bool {
         let presented = hash_secret(self.secret.expose_secret());
         presented.len() == stored_hash.len()
-            && presented
-                .bytes()
-                .zip(stored_hash.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+            && presented.bytes().zip(stored_hash.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     }
 }
 
@@ -94,16 +90,8 @@ mod tests {
         let tenant = TenantId::generate();
         let key = mint(&tenant);
         let presented = PresentedKey::parse(key.full.expose_secret());
-        assert!(
-            presented
-                .as_ref()
-                .is_some_and(|p| p.tenant_id == tenant && p.key_id == key.key_id)
-        );
-        assert!(
-            presented
-                .as_ref()
-                .is_some_and(|p| p.matches(&key.secret_hash))
-        );
+        assert!(presented.as_ref().is_some_and(|p| p.tenant_id == tenant && p.key_id == key.key_id));
+        assert!(presented.as_ref().is_some_and(|p| p.matches(&key.secret_hash)));
         let other = mint(&tenant);
         assert!(presented.is_some_and(|p| !p.matches(&other.secret_hash)));
     }

@@ -16,16 +16,9 @@ pub enum Principal {
     /// A tenant's API key: the tenant's `/v1` routes.
     Tenant { tenant_id: TenantId, key_id: KeyId },
     /// An end user signed in with the tenant's own login (a JWT checked against the tenant's JWKS).
-    EndUser {
-        tenant_id: TenantId,
-        user_id: UserId,
-    },
+    EndUser { tenant_id: TenantId, user_id: UserId },
     /// No accepted credentials; `status` and `code` say why, for routes that need a principal.
-    Anonymous {
-        status: u16,
-        code: String,
-        message: String,
-    },
+    Anonymous { status: u16, code: String, message: String },
 }
 
 impl Principal {
@@ -38,11 +31,7 @@ impl Principal {
     }
 
     pub fn anonymous(status: u16, code: &str, message: impl Into<String>) -> Self {
-        Self::Anonymous {
-            status,
-            code: code.to_owned(),
-            message: message.into(),
-        }
+        Self::Anonymous { status, code: code.to_owned(), message: message.into() }
     }
 
     /// The authorizer's `context` (simple response): flat string values only, as API Gateway passes on.
@@ -55,11 +44,7 @@ impl Principal {
             Self::EndUser { tenant_id, user_id } => {
                 json!({"principal": "end_user", "tenant_id": tenant_id, "user_id": user_id})
             }
-            Self::Anonymous {
-                status,
-                code,
-                message,
-            } => json!({
+            Self::Anonymous { status, code, message } => json!({
                 "principal": "anonymous", "auth_status": status.to_string(), "auth_error": code, "auth_message": message
             }),
         };
@@ -81,9 +66,7 @@ impl Principal {
             Some("anonymous") => Some(Self::Anonymous {
                 status: s("auth_status").and_then(|v| v.parse().ok()).unwrap_or(401),
                 code: s("auth_error").unwrap_or("missing_credentials").to_owned(),
-                message: s("auth_message")
-                    .unwrap_or("credentials are required")
-                    .to_owned(),
+                message: s("auth_message").unwrap_or("credentials are required").to_owned(),
             }),
             _ => None,
         };
@@ -106,14 +89,8 @@ mod tests {
     fn every_principal_survives_the_trip_through_the_context() {
         for p in [
             Principal::Operator,
-            Principal::Tenant {
-                tenant_id: TenantId::generate(),
-                key_id: KeyId::generate(),
-            },
-            Principal::EndUser {
-                tenant_id: TenantId::generate(),
-                user_id: UserId::generate(),
-            },
+            Principal::Tenant { tenant_id: TenantId::generate(), key_id: KeyId::generate() },
+            Principal::EndUser { tenant_id: TenantId::generate(), user_id: UserId::generate() },
             Principal::anonymous(403, "tenant_disabled", "the tenant is disabled"),
         ] {
             assert_eq!(Principal::from_context(&p.to_context()), p);
@@ -122,12 +99,8 @@ mod tests {
 
     #[test]
     fn a_forged_or_partial_context_is_no_principal() {
-        let ctx = serde_json::from_value(json!({"principal": "tenant", "tenant_id": "ten_x"}))
-            .unwrap_or_default();
+        let ctx = serde_json::from_value(json!({"principal": "tenant", "tenant_id": "ten_x"})).unwrap_or_default();
         assert_eq!(Principal::from_context(&ctx), Principal::missing());
-        assert_eq!(
-            Principal::from_context(&HashMap::new()),
-            Principal::missing()
-        );
+        assert_eq!(Principal::from_context(&HashMap::new()), Principal::missing());
     }
 }

@@ -10,6 +10,9 @@ pub struct Config {
     pub tenancy_table: String,
     /// The operator key; only the authorizer needs it.
     pub operator_key: Option<SecretString>,
+    /// The role assumed per tenant for tenant-keyed tables (`TenantAccessRole`); unset, the function's own
+    /// role is used.
+    pub tenant_access_role_arn: Option<String>,
 }
 
 impl Config {
@@ -18,9 +21,7 @@ impl Config {
     }
 
     pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
-        let tenancy_table = get("TENANCY_TABLE")
-            .filter(|v| !v.is_empty())
-            .context("TENANCY_TABLE is not set")?;
+        let tenancy_table = get("TENANCY_TABLE").filter(|v| !v.is_empty()).context("TENANCY_TABLE is not set")?;
         let operator_key = match get("TENANTRY_OPERATOR_KEY").filter(|v| !v.is_empty()) {
             Some(k) if k.len() < 32 => {
                 bail!("TENANTRY_OPERATOR_KEY must be at least 32 characters long")
@@ -28,9 +29,7 @@ impl Config {
             Some(k) => Some(SecretString::from(k)),
             None => None,
         };
-        Ok(Self {
-            tenancy_table,
-            operator_key,
-        })
+        let tenant_access_role_arn = get("TENANT_ACCESS_ROLE_ARN").filter(|v| !v.is_empty());
+        Ok(Self { tenancy_table, operator_key, tenant_access_role_arn })
     }
 }

@@ -31,18 +31,8 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(
-        status: StatusCode,
-        code: impl Into<Cow<'static, str>>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            status,
-            code: code.into(),
-            message: message.into(),
-            retry_after_secs: None,
-            source: None,
-        }
+    pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
+        Self { status, code: code.into(), message: message.into(), retry_after_secs: None, source: None }
     }
 
     /// 400: the request itself must change.
@@ -62,11 +52,7 @@ impl ApiError {
 
     /// 404 for an object that is absent or not the caller's: the two are indistinguishable on purpose.
     pub fn not_found(what: &str) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no {what} with that id"),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("no {what} with that id"))
     }
 
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
@@ -86,11 +72,7 @@ impl ApiError {
 
     /// 503 when a dependency is down; the caller may retry.
     pub fn unavailable(message: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "service_unavailable",
-            message,
-        )
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }
 
     /// The JSON body in the API's error shape.
@@ -129,32 +111,19 @@ mod tests {
 
     #[tokio::test]
     async fn an_error_body_has_the_design_shape_with_the_request_id() {
-        let response = REQUEST_ID
-            .scope("req-1".into(), async {
-                ApiError::not_found("user").into_response()
-            })
-            .await;
+        let response = REQUEST_ID.scope("req-1".into(), async { ApiError::not_found("user").into_response() }).await;
         assert_eq!(response.status(), StatusCode::NOT_FOUND);
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap_or_default();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap_or_default();
         let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
         assert_eq!(v["error"]["code"], "not_found");
         assert_eq!(v["error"]["request_id"], "req-1");
-        assert!(
-            v["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty())
-        );
+        assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
     }
 
     #[tokio::test]
     async fn an_internal_error_hides_its_cause_from_the_caller() {
-        let response =
-            ApiError::internal(anyhow::anyhow!("table tenancy secret detail")).into_response();
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
-            .await
-            .unwrap_or_default();
+        let response = ApiError::internal(anyhow::anyhow!("table tenancy secret detail")).into_response();
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap_or_default();
         assert!(!String::from_utf8_lossy(&bytes).contains("secret detail"));
     }
 }

@@ -47,23 +47,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(authorizer_context(parts)
-            .map(Principal::from_context)
-            .unwrap_or_else(Principal::missing))
+        Ok(authorizer_context(parts).map(Principal::from_context).unwrap_or_else(Principal::missing))
     }
 }
 
 fn refused(principal: Principal, needed: &'static str, code: &'static str) -> ApiError {
     match principal {
-        Principal::Anonymous {
-            status,
-            code,
-            message,
-        } => ApiError::new(
-            StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED),
-            code,
-            message,
-        ),
+        Principal::Anonymous { status, code, message } => {
+            ApiError::new(StatusCode::from_u16(status).unwrap_or(StatusCode::UNAUTHORIZED), code, message)
+        }
         _ => ApiError::forbidden(code, format!("this route needs {needed}")),
     }
 }
@@ -114,11 +106,7 @@ impl<S: Send + Sync> FromRequestParts<S> for EndUserScope {
     async fn from_request_parts(parts: &mut Parts, s: &S) -> Result<Self, ApiError> {
         match Principal::from_request_parts(parts, s).await? {
             Principal::EndUser { tenant_id, user_id } => Ok(EndUserScope { tenant_id, user_id }),
-            other => Err(refused(
-                other,
-                "an end user's token from the tenant's login",
-                "end_user_token_required",
-            )),
+            other => Err(refused(other, "an end user's token from the tenant's login", "end_user_token_required")),
         }
     }
 }
@@ -134,24 +122,18 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Json<T> {
         use axum::extract::rejection::JsonRejection as R;
         match axum::Json::<T>::from_request(req, s).await {
             Ok(axum::Json(v)) => Ok(Json(v)),
-            Err(R::JsonDataError(e)) => {
-                Err(ApiError::bad_request("invalid_body", body_error_text(&e)))
-            }
-            Err(R::JsonSyntaxError(e)) => {
-                Err(ApiError::bad_request("invalid_json", body_error_text(&e)))
-            }
+            Err(R::JsonDataError(e)) => Err(ApiError::bad_request("invalid_body", body_error_text(&e))),
+            Err(R::JsonSyntaxError(e)) => Err(ApiError::bad_request("invalid_json", body_error_text(&e))),
             Err(R::MissingJsonContentType(_)) => Err(ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "unsupported_media_type",
                 "send the body as JSON with `content-type: application/json`",
             )),
-            Err(R::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                Err(ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    format!("the body is larger than {} bytes", MAX_BODY_BYTES),
-                ))
-            }
+            Err(R::BytesRejection(e)) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body is larger than {} bytes", MAX_BODY_BYTES),
+            )),
             Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
         }
     }
@@ -201,24 +183,15 @@ impl PageParams {
     pub fn page(self) -> Result<Page, ApiError> {
         let limit = self.limit.unwrap_or(50);
         if !(1..=100).contains(&limit) {
-            return Err(ApiError::bad_request(
-                "invalid_query",
-                "limit must be between 1 and 100",
-            ));
+            return Err(ApiError::bad_request("invalid_query", "limit must be between 1 and 100"));
         }
         let after = match self.cursor {
             None => None,
             Some(c) => Some(decode_cursor(&c).ok_or_else(|| {
-                ApiError::bad_request(
-                    "invalid_cursor",
-                    "cursor is not one we issued; pass next_cursor back unchanged",
-                )
+                ApiError::bad_request("invalid_cursor", "cursor is not one we issued; pass next_cursor back unchanged")
             })?),
         };
-        Ok(Page {
-            limit: i32::try_from(limit).unwrap_or(50),
-            after,
-        })
+        Ok(Page { limit: i32::try_from(limit).unwrap_or(50), after })
     }
 }
 
@@ -248,10 +221,7 @@ pub async fn request_id_layer(req: Request, next: Next) -> Response {
         .unwrap_or_default();
     let span = tracing::info_span!("request", request_id = %id, tenant_id = %tenant, method = %parts.method, path = %parts.uri.path());
     let req = Request::from_parts(parts, body);
-    let mut response = REQUEST_ID
-        .scope(id.clone(), next.run(req))
-        .instrument(span)
-        .await;
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
@@ -266,10 +236,7 @@ pub struct Routes<S = ()> {
 
 impl<S: Clone + Send + Sync + 'static> Default for Routes<S> {
     fn default() -> Self {
-        Self {
-            router: Router::new(),
-            served: Vec::new(),
-        }
+        Self { router: Router::new(), served: Vec::new() }
     }
 }
 
@@ -286,12 +253,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         Self::default()
     }
 
-    fn add(
-        mut self,
-        method: Method,
-        path: &'static str,
-        route: axum::routing::MethodRouter<S>,
-    ) -> Self {
+    fn add(mut self, method: Method, path: &'static str, route: axum::routing::MethodRouter<S>) -> Self {
         self.router = self.router.route(path, route);
         self.served.push((method, path));
         self
@@ -311,11 +273,7 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
     pub fn into_router(self, state: S) -> Router {
         self.router
             .fallback(|| async {
-                ApiError::new(
-                    StatusCode::NOT_FOUND,
-                    "route_not_found",
-                    "no such route; see /openapi.json",
-                )
+                ApiError::new(StatusCode::NOT_FOUND, "route_not_found", "no such route; see /openapi.json")
             })
             .method_not_allowed_fallback(|| async {
                 ApiError::new(
@@ -341,38 +299,10 @@ mod tests {
 
     #[test]
     fn a_cursor_round_trips_and_garbage_is_refused() {
-        let page = PageParams {
-            limit: None,
-            cursor: Some(encode_cursor("user#usr_1")),
-        }
-        .page();
-        assert_eq!(
-            page.ok().and_then(|p| p.after).as_deref(),
-            Some("user#usr_1")
-        );
-        assert!(
-            PageParams {
-                limit: None,
-                cursor: Some("%%%".into())
-            }
-            .page()
-            .is_err()
-        );
-        assert!(
-            PageParams {
-                limit: Some(0),
-                cursor: None
-            }
-            .page()
-            .is_err()
-        );
-        assert!(
-            PageParams {
-                limit: Some(101),
-                cursor: None
-            }
-            .page()
-            .is_err()
-        );
+        let page = PageParams { limit: None, cursor: Some(encode_cursor("user#usr_1")) }.page();
+        assert_eq!(page.ok().and_then(|p| p.after).as_deref(), Some("user#usr_1"));
+        assert!(PageParams { limit: None, cursor: Some("%%%".into()) }.page().is_err());
+        assert!(PageParams { limit: Some(0), cursor: None }.page().is_err());
+        assert!(PageParams { limit: Some(101), cursor: None }.page().is_err());
     }
 }

@@ -121,15 +121,13 @@ impl Email {
         let trimmed = raw.trim();
         let valid = trimmed.len() <= 254
             && !trimmed.chars().any(|c| c.is_whitespace() || c.is_control())
-            && trimmed.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && domain.contains('.') && !domain.contains('@')
-            });
+            && trimmed
+                .split_once('@')
+                .is_some_and(|(local, domain)| !local.is_empty() && domain.contains('.') && !domain.contains('@'));
         if valid {
             Ok(Self(trimmed.to_owned()))
         } else {
-            Err(format!(
-                "`{raw}` is not an email address like name@example.com"
-            ))
+            Err(format!("`{raw}` is not an email address like name@example.com"))
         }
     }
 
@@ -167,10 +165,7 @@ mod tests {
         let user = UserId::generate();
         assert!(TenantId::parse(user.as_str()).is_err());
         assert!(TenantId::parse("ten_../etc/passwd").is_err());
-        assert!(
-            TenantId::parse("ten_01JDAAAAAAAAAAAAAAAAAAAAAA").is_err(),
-            "uppercase is not ours"
-        );
+        assert!(TenantId::parse("ten_01JDAAAAAAAAAAAAAAAAAAAAAA").is_err(), "uppercase is not ours");
     }
 
     #[test]

@@ -77,9 +77,7 @@ pub struct Peek {
 /// tells the caller what to fix.
 #[derive(Debug, thiserror::Error)]
 pub enum JwtError {
-    #[error(
-        "the bearer token is not a well-formed JWT: {0}; send the token exactly as your login provider issued it"
-    )]
+    #[error("the bearer token is not a well-formed JWT: {0}; send the token exactly as your login provider issued it")]
     Malformed(String),
     #[error(
         "the token's signing algorithm is not accepted: {0}; the login provider must sign with RS256 (an RSA key) or ES256 (an EC P-256 key), using the JWKS key its `kid` names"
@@ -197,27 +195,19 @@ fn split(token: &str) -> Result<Segments<'_>, JwtError> {
     let parts: Vec<&str> = token.split('.').collect();
     let [header, payload, signature] = parts[..] else {
         return Err(JwtError::Malformed(if parts.len() == 5 {
-            "it has five parts, which makes it an encrypted JWT (JWE); only signed JWTs are accepted"
-                .to_owned()
+            "it has five parts, which makes it an encrypted JWT (JWE); only signed JWTs are accepted".to_owned()
         } else {
-            format!(
-                "a JWT has three dot-separated parts (header.payload.signature), this has {}",
-                parts.len()
-            )
+            format!("a JWT has three dot-separated parts (header.payload.signature), this has {}", parts.len())
         }));
     };
     if header.is_empty() || payload.is_empty() {
-        return Err(JwtError::Malformed(
-            "its header or payload is empty".to_owned(),
-        ));
+        return Err(JwtError::Malformed("its header or payload is empty".to_owned()));
     }
     // The signature is decoded by jsonwebtoken later; checking its alphabet here makes `peek` and
     // `looks_like_jwt` refuse obvious non-tokens too. It may be empty: that is an unsigned token, which
     // verification refuses for its algorithm.
     if !signature.bytes().all(is_base64url_byte) {
-        return Err(JwtError::Malformed(
-            "its signature is not base64url".to_owned(),
-        ));
+        return Err(JwtError::Malformed("its signature is not base64url".to_owned()));
     }
     Ok(Segments { header, payload })
 }
@@ -232,24 +222,16 @@ fn decode_json_object(segment: &str, what: &str) -> Result<Map<String, Value>, J
         .map_err(|_| JwtError::Malformed(format!("its {what} is not unpadded base64url")))?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
-        Ok(_) => Err(JwtError::Malformed(format!(
-            "its {what} is not a JSON object"
-        ))),
+        Ok(_) => Err(JwtError::Malformed(format!("its {what} is not a JSON object"))),
         Err(_) => Err(JwtError::Malformed(format!("its {what} is not JSON"))),
     }
 }
 
-fn optional_string(
-    map: &Map<String, Value>,
-    name: &str,
-    what: &str,
-) -> Result<Option<String>, JwtError> {
+fn optional_string(map: &Map<String, Value>, name: &str, what: &str) -> Result<Option<String>, JwtError> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(JwtError::Malformed(format!(
-            "the {what}'s `{name}` is not a string"
-        ))),
+        Some(_) => Err(JwtError::Malformed(format!("the {what}'s `{name}` is not a string"))),
     }
 }
 
@@ -261,9 +243,7 @@ fn inspect(token: &str) -> Result<(Peek, bool), JwtError> {
     let alg = match header.get("alg") {
         Some(Value::String(alg)) => alg.clone(),
         Some(_) => {
-            return Err(JwtError::Malformed(
-                "the header's `alg` is not a string".to_owned(),
-            ));
+            return Err(JwtError::Malformed("the header's `alg` is not a string".to_owned()));
         }
         None => return Err(JwtError::Malformed("the header has no `alg`".to_owned())),
     };
@@ -276,9 +256,9 @@ fn inspect(token: &str) -> Result<(Peek, bool), JwtError> {
         Some(Value::Array(items)) => items
             .iter()
             .map(|item| {
-                item.as_str().map(str::to_owned).ok_or_else(|| {
-                    JwtError::Malformed("the payload's `aud` array holds a non-string".to_owned())
-                })
+                item.as_str()
+                    .map(str::to_owned)
+                    .ok_or_else(|| JwtError::Malformed("the payload's `aud` array holds a non-string".to_owned()))
             })
             .collect::<Result<_, _>>()?,
         Some(_) => {
@@ -296,10 +276,7 @@ fn accepted_algorithm(alg: &str) -> Result<Algorithm, JwtError> {
     match alg {
         "RS256" => Ok(Algorithm::RS256),
         "ES256" => Ok(Algorithm::ES256),
-        other => Err(JwtError::UnsupportedAlgorithm(format!(
-            "the token says \"alg\": \"{}\"",
-            shorten(other)
-        ))),
+        other => Err(JwtError::UnsupportedAlgorithm(format!("the token says \"alg\": \"{}\"", shorten(other)))),
     }
 }
 
@@ -327,10 +304,7 @@ struct Claims {
 /// The HTTP client for JWKS fetches: no redirects, since a tenant-chosen URL must not be able to bounce
 /// the fetch somewhere else.
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
 }
 
 pub struct JwtVerifier {
@@ -373,10 +347,7 @@ struct SlotState {
 
 impl JwksSlot {
     fn snapshot(&self) -> SlotState {
-        self.state
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.state.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
@@ -412,37 +383,24 @@ impl KeySet {
     /// Finds the key for a token: by `kid` when it has one, else the only key for its algorithm.
     fn lookup(&self, kid: Option<&str>, alg: Algorithm) -> Lookup {
         let Some(kid) = kid else {
-            let mut fitting = self
-                .entries
-                .iter()
-                .filter_map(|entry| entry.usable.as_ref().ok())
-                .filter(|key| key.alg == alg);
+            let mut fitting =
+                self.entries.iter().filter_map(|entry| entry.usable.as_ref().ok()).filter(|key| key.alg == alg);
             return match (fitting.next(), fitting.next()) {
                 (Some(key), None) => Lookup::Found(key.clone()),
                 _ => Lookup::Missing,
             };
         };
         let mut refusal = None;
-        for entry in self
-            .entries
-            .iter()
-            .filter(|entry| entry.kid.as_deref() == Some(kid))
-        {
+        for entry in self.entries.iter().filter(|entry| entry.kid.as_deref() == Some(kid)) {
             match &entry.usable {
                 Ok(key) if key.alg == alg => return Lookup::Found(key.clone()),
                 Ok(key) => {
                     refusal.get_or_insert_with(|| {
-                        format!(
-                            "the token says {alg:?} but JWKS key \"{}\" is for {:?}",
-                            shorten(kid),
-                            key.alg
-                        )
+                        format!("the token says {alg:?} but JWKS key \"{}\" is for {:?}", shorten(kid), key.alg)
                     });
                 }
                 Err(why) => {
-                    refusal.get_or_insert_with(|| {
-                        format!("JWKS key \"{}\" cannot verify tokens: {why}", shorten(kid))
-                    });
+                    refusal.get_or_insert_with(|| format!("JWKS key \"{}\" cannot verify tokens: {why}", shorten(kid)));
                 }
             }
         }
@@ -482,10 +440,7 @@ fn parse_jwk(value: &Value) -> JwkEntry {
 /// built from public JWKS material is exactly what the algorithm-confusion attack needs.
 fn usable_key(raw: &RawJwk) -> Result<UsableKey, String> {
     if let Some(use_) = raw.use_.as_deref().filter(|u| *u != "sig") {
-        return Err(format!(
-            "it is marked \"use\": \"{}\", not \"sig\"",
-            shorten(use_)
-        ));
+        return Err(format!("it is marked \"use\": \"{}\", not \"sig\"", shorten(use_)));
     }
     let (alg, key) = match raw.kty.as_str() {
         "RSA" => {
@@ -493,9 +448,7 @@ fn usable_key(raw: &RawJwk) -> Result<UsableKey, String> {
             let (Some(n), Some(e)) = (&raw.n, &raw.e) else {
                 return Err("the RSA key lacks `n` or `e`".to_owned());
             };
-            let modulus = URL_SAFE_NO_PAD
-                .decode(n)
-                .map_err(|_| "its `n` is not unpadded base64url".to_owned())?;
+            let modulus = URL_SAFE_NO_PAD.decode(n).map_err(|_| "its `n` is not unpadded base64url".to_owned())?;
             let significant = modulus.iter().skip_while(|b| **b == 0).count();
             if significant < MIN_RSA_MODULUS_BYTES {
                 return Err(format!(
@@ -511,10 +464,7 @@ fn usable_key(raw: &RawJwk) -> Result<UsableKey, String> {
             match raw.crv.as_deref() {
                 Some("P-256") => {}
                 Some(other) => {
-                    return Err(format!(
-                        "it is on curve \"{}\"; only P-256 (ES256) is accepted",
-                        shorten(other)
-                    ));
+                    return Err(format!("it is on curve \"{}\"; only P-256 (ES256) is accepted", shorten(other)));
                 }
                 None => return Err("the EC key has no `crv`".to_owned()),
             }
@@ -546,10 +496,9 @@ fn require_alg(raw: &RawJwk, wanted: &str, kind: &str) -> Result<(), String> {
     match raw.alg.as_deref() {
         None => Ok(()),
         Some(alg) if alg == wanted => Ok(()),
-        Some(alg) => Err(format!(
-            "it is {kind} key marked \"alg\": \"{}\"; only {wanted} is accepted for it",
-            shorten(alg)
-        )),
+        Some(alg) => {
+            Err(format!("it is {kind} key marked \"alg\": \"{}\"; only {wanted} is accepted for it", shorten(alg)))
+        }
     }
 }
 
@@ -563,30 +512,15 @@ impl JwtVerifier {
     /// `ttl`: how long a fetched JWKS is used before refetching. `min_refetch`: the least time between two
     /// fetches of one URL, including refetches for an unknown `kid` and retries after a failure.
     /// `leeway_secs`: clock skew allowed on `exp` and `nbf`.
-    pub fn with_settings(
-        http: reqwest::Client,
-        ttl: Duration,
-        min_refetch: Duration,
-        leeway_secs: u64,
-    ) -> Self {
-        Self {
-            http,
-            ttl,
-            min_refetch,
-            leeway_secs,
-            slots: Mutex::new(HashMap::new()),
-        }
+    pub fn with_settings(http: reqwest::Client, ttl: Duration, min_refetch: Duration, leeway_secs: u64) -> Self {
+        Self { http, ttl, min_refetch, leeway_secs, slots: Mutex::new(HashMap::new()) }
     }
 
     /// Verifies `token` against the tenant's `cfg`: the algorithm is RS256 or ES256 and matches the JWKS
     /// key named by `kid`, the signature verifies, `exp` is present and not past, `nbf` (if present) is not
     /// in the future, `iss` equals `cfg.issuer`, `aud` contains `cfg.audience`, and `sub` is non-empty.
     /// Claims are only judged once the signature has verified.
-    pub async fn verify(
-        &self,
-        token: &str,
-        cfg: &IssuerConfig,
-    ) -> Result<VerifiedClaims, JwtError> {
+    pub async fn verify(&self, token: &str, cfg: &IssuerConfig) -> Result<VerifiedClaims, JwtError> {
         let (peeked, has_crit) = inspect(token)?;
         let alg = accepted_algorithm(&peeked.alg)?;
         if has_crit {
@@ -594,9 +528,7 @@ impl JwtVerifier {
                 "its header lists critical extensions (`crit`), which we do not support".to_owned(),
             ));
         }
-        let key = self
-            .key_for(&cfg.jwks_url, peeked.kid.as_deref(), alg)
-            .await?;
+        let key = self.key_for(&cfg.jwks_url, peeked.kid.as_deref(), alg).await?;
 
         let mut validation = Validation::new(key.alg);
         validation.leeway = self.leeway_secs;
@@ -608,24 +540,14 @@ impl JwtVerifier {
         validation.set_issuer(&[cfg.issuer.as_str()]);
         validation.set_audience(&[cfg.audience.as_str()]);
 
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation)
-            .map_err(from_jsonwebtoken)?;
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(from_jsonwebtoken)?;
         let Claims { sub, iss, exp } = data.claims;
-        let sub = sub
-            .filter(|sub| !sub.trim().is_empty())
-            .ok_or(JwtError::MissingSubject)?;
+        let sub = sub.filter(|sub| !sub.trim().is_empty()).ok_or(JwtError::MissingSubject)?;
         // Already checked by jsonwebtoken; repeated so the returned `iss` is the configured one by
         // construction, whatever the library does.
-        let iss = iss
-            .filter(|iss| *iss == cfg.issuer)
-            .ok_or(JwtError::WrongIssuer)?;
-        let exp =
-            exp.ok_or_else(|| JwtError::Malformed("the token has no `exp` claim".to_owned()))?;
-        Ok(VerifiedClaims {
-            sub,
-            iss,
-            exp: exp.round() as i64,
-        })
+        let iss = iss.filter(|iss| *iss == cfg.issuer).ok_or(JwtError::WrongIssuer)?;
+        let exp = exp.ok_or_else(|| JwtError::Malformed("the token has no `exp` claim".to_owned()))?;
+        Ok(VerifiedClaims { sub, iss, exp: exp.round() as i64 })
     }
 
     fn slot(&self, jwks_url: &str) -> Arc<JwksSlot> {
@@ -636,12 +558,7 @@ impl JwtVerifier {
     /// The key for a token, from the cache when it is fresh and has it, otherwise after (at most) one
     /// fetch. A stale JWKS that has the key is used when a refetch fails: a login provider's brief outage
     /// should not sign every user out.
-    async fn key_for(
-        &self,
-        jwks_url: &str,
-        kid: Option<&str>,
-        alg: Algorithm,
-    ) -> Result<UsableKey, JwtError> {
+    async fn key_for(&self, jwks_url: &str, kid: Option<&str>, alg: Algorithm) -> Result<UsableKey, JwtError> {
         let slot = self.slot(jwks_url);
         let unknown = || JwtError::UnknownKey(kid.unwrap_or_default().to_owned());
 
@@ -656,19 +573,14 @@ impl JwtVerifier {
         let _fetching = slot.fetching.lock().await;
         // Another caller may have fetched while we waited for the lock.
         let state = slot.snapshot();
-        let cached = state
-            .keys
-            .as_ref()
-            .map(|keys| (keys.lookup(kid, alg), keys.is_fresh(self.ttl)));
+        let cached = state.keys.as_ref().map(|keys| (keys.lookup(kid, alg), keys.is_fresh(self.ttl)));
         match cached {
             Some((Lookup::Found(key), true)) => return Ok(key),
             Some((Lookup::Refused(err), true)) => return Err(err),
             _ => {}
         }
 
-        let recently_attempted = state
-            .last_attempt
-            .is_some_and(|at| at.elapsed() < self.min_refetch);
+        let recently_attempted = state.last_attempt.is_some_and(|at| at.elapsed() < self.min_refetch);
         if recently_attempted {
             return match cached {
                 Some((Lookup::Found(key), _)) => Ok(key),
@@ -729,20 +641,16 @@ impl JwtVerifier {
             return Err(format!("{jwks_url} answered HTTP {status}"));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = response
-            .chunk()
-            .await
-            .map_err(|err| format!("reading {jwks_url} failed: {}", error_chain(&err)))?
+        while let Some(chunk) =
+            response.chunk().await.map_err(|err| format!("reading {jwks_url} failed: {}", error_chain(&err)))?
         {
             if body.len() + chunk.len() > MAX_JWKS_BYTES {
-                return Err(format!(
-                    "{jwks_url} returned more than {MAX_JWKS_BYTES} bytes"
-                ));
+                return Err(format!("{jwks_url} returned more than {MAX_JWKS_BYTES} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
-        let document: Value = serde_json::from_slice(&body)
-            .map_err(|err| format!("{jwks_url} did not return JSON ({err})"))?;
+        let document: Value =
+            serde_json::from_slice(&body).map_err(|err| format!("{jwks_url} did not return JSON ({err})"))?;
         let keys = document
             .get("keys")
             .and_then(Value::as_array)
@@ -753,10 +661,7 @@ impl JwtVerifier {
                 tracing::debug!(jwks_url, kid = ?entry.kid, why, "JWKS key skipped");
             }
         }
-        Ok(KeySet {
-            fetched_at: Instant::now(),
-            entries,
-        })
+        Ok(KeySet { fetched_at: Instant::now(), entries })
     }
 }
 
@@ -789,20 +694,18 @@ fn from_jsonwebtoken(err: jsonwebtoken::errors::Error) -> JwtError {
         ErrorKind::InvalidClaimFormat(claim) => {
             JwtError::Malformed(format!("its `{claim}` claim is not a valid NumericDate"))
         }
-        ErrorKind::InvalidAlgorithm
-        | ErrorKind::MissingAlgorithm
-        | ErrorKind::InvalidAlgorithmName => JwtError::UnsupportedAlgorithm(
-            "the token's algorithm does not match the key".to_owned(),
-        ),
+        ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidAlgorithmName => {
+            JwtError::UnsupportedAlgorithm("the token's algorithm does not match the key".to_owned())
+        }
         ErrorKind::InvalidRsaKey(_)
         | ErrorKind::InvalidEcdsaKey
         | ErrorKind::InvalidEddsaKey
-        | ErrorKind::InvalidKeyFormat => JwtError::JwksUnavailable(
-            "the JWKS key for this token is not a valid public key".to_owned(),
-        ),
-        ErrorKind::Json(json) => JwtError::Malformed(format!(
-            "its header or claims do not have the expected types ({json})"
-        )),
+        | ErrorKind::InvalidKeyFormat => {
+            JwtError::JwksUnavailable("the JWKS key for this token is not a valid public key".to_owned())
+        }
+        ErrorKind::Json(json) => {
+            JwtError::Malformed(format!("its header or claims do not have the expected types ({json})"))
+        }
         ErrorKind::Base64(_) | ErrorKind::Utf8(_) | ErrorKind::InvalidToken => {
             JwtError::Malformed("it is not valid base64url-encoded JSON".to_owned())
         }
@@ -840,18 +743,14 @@ mod tests {
 
     /// The fixture JWKS plus the key of rsa_other.pem as "rsa-2": the provider after a key rotation.
     fn rotated_jwks() -> Value {
-        let other: Value =
-            serde_json::from_str(JWKS_OTHER).expect("jwks_other.json fixture is JSON");
+        let other: Value = serde_json::from_str(JWKS_OTHER).expect("jwks_other.json fixture is JSON");
         let mut keys = jwks()["keys"].as_array().cloned().unwrap_or_default();
         keys.extend(other["keys"].as_array().cloned().unwrap_or_default());
         json!({ "keys": keys })
     }
 
     fn rsa_1_modulus() -> String {
-        jwks()["keys"][0]["n"]
-            .as_str()
-            .expect("rsa-1 has n")
-            .to_owned()
+        jwks()["keys"][0]["n"].as_str().expect("rsa-1 has n").to_owned()
     }
 
     /// Serves a JWKS on 127.0.0.1 and counts how often it is fetched.
@@ -874,11 +773,7 @@ mod tests {
         if state.failing.load(Ordering::SeqCst) {
             return StatusCode::INTERNAL_SERVER_ERROR.into_response();
         }
-        let jwks = state
-            .jwks
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let jwks = state.jwks.read().unwrap_or_else(PoisonError::into_inner).clone();
         Json(jwks).into_response()
     }
 
@@ -889,12 +784,8 @@ mod tests {
                 jwks: Arc::new(RwLock::new(jwks)),
                 failing: Arc::new(AtomicBool::new(false)),
             };
-            let app = axum::Router::new()
-                .route("/jwks.json", get(serve_jwks))
-                .with_state(state.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind a local port");
+            let app = axum::Router::new().route("/jwks.json", get(serve_jwks)).with_state(state.clone());
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
             let addr = listener.local_addr().expect("local address");
             tokio::spawn(async move { axum::serve(listener, app).await });
             Self {
@@ -914,20 +805,13 @@ mod tests {
         }
 
         fn config(&self) -> IssuerConfig {
-            IssuerConfig {
-                issuer: ISSUER.to_owned(),
-                jwks_url: self.url.clone(),
-                audience: AUDIENCE.to_owned(),
-            }
+            IssuerConfig { issuer: ISSUER.to_owned(), jwks_url: self.url.clone(), audience: AUDIENCE.to_owned() }
         }
     }
 
     fn http() -> reqwest::Client {
         // No proxy: a proxy set in the environment must not intercept the local JWKS server.
-        reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("build an HTTP client")
+        reqwest::Client::builder().no_proxy().build().expect("build an HTTP client")
     }
 
     fn now() -> i64 {
@@ -984,13 +868,9 @@ mod tests {
         )
     }
 
-    async fn verify_with_fixture_jwks(
-        token: &str,
-    ) -> (Result<VerifiedClaims, JwtError>, JwksServer) {
+    async fn verify_with_fixture_jwks(token: &str) -> (Result<VerifiedClaims, JwtError>, JwksServer) {
         let server = JwksServer::start(jwks()).await;
-        let result = JwtVerifier::new(http())
-            .verify(token, &server.config())
-            .await;
+        let result = JwtVerifier::new(http()).verify(token, &server.config()).await;
         (result, server)
     }
 
@@ -1021,20 +901,13 @@ mod tests {
     async fn a_token_without_kid_is_refused_when_several_keys_of_its_type_are_published() {
         let server = JwksServer::start(rotated_jwks()).await;
         let token = sign(Algorithm::RS256, None, &rsa_key(), &claims());
-        let result = JwtVerifier::new(http())
-            .verify(&token, &server.config())
-            .await;
-        assert!(
-            matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid.is_empty()),
-            "{result:?}"
-        );
+        let result = JwtVerifier::new(http()).verify(&token, &server.config()).await;
+        assert!(matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid.is_empty()), "{result:?}");
     }
 
     #[tokio::test]
     async fn an_expired_token_is_refused() {
-        let token = rs256(&claims_with(
-            json!({ "iat": now() - 7200, "exp": now() - 3600 }),
-        ));
+        let token = rs256(&claims_with(json!({ "iat": now() - 7200, "exp": now() - 3600 })));
         let (result, _server) = verify_with_fixture_jwks(&token).await;
         assert!(matches!(result, Err(JwtError::Expired)), "{result:?}");
     }
@@ -1055,17 +928,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_for_another_audience_is_refused() {
-        for aud in [
-            json!("someone-else"),
-            json!(["someone-else", "another"]),
-            json!([]),
-        ] {
+        for aud in [json!("someone-else"), json!(["someone-else", "another"]), json!([])] {
             let token = rs256(&claims_with(json!({ "aud": aud })));
             let (result, _server) = verify_with_fixture_jwks(&token).await;
-            assert!(
-                matches!(result, Err(JwtError::WrongAudience)),
-                "aud {aud}: {result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::WrongAudience)), "aud {aud}: {result:?}");
         }
     }
 
@@ -1097,9 +963,7 @@ mod tests {
         assert!(matches!(result, Err(JwtError::WrongIssuer)), "{result:?}");
 
         // jsonwebtoken would accept an array `iss` containing the issuer; a JWT's `iss` is one string.
-        let token = rs256(&claims_with(
-            json!({ "iss": [ISSUER, "https://evil.example/"] }),
-        ));
+        let token = rs256(&claims_with(json!({ "iss": [ISSUER, "https://evil.example/"] })));
         let (result, _server) = verify_with_fixture_jwks(&token).await;
         assert!(matches!(result, Err(JwtError::Malformed(_))), "{result:?}");
     }
@@ -1108,10 +972,7 @@ mod tests {
     async fn a_token_signed_by_a_key_not_in_the_jwks_is_refused() {
         let token = sign(Algorithm::RS256, Some("rsa-9"), &rsa_other_key(), &claims());
         let (result, server) = verify_with_fixture_jwks(&token).await;
-        assert!(
-            matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid == "rsa-9"),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid == "rsa-9"), "{result:?}");
         assert_eq!(server.fetches(), 1);
     }
 
@@ -1119,10 +980,7 @@ mod tests {
     async fn a_token_naming_a_published_kid_but_signed_by_another_key_is_refused() {
         let token = sign(Algorithm::RS256, Some("rsa-1"), &rsa_other_key(), &claims());
         let (result, _server) = verify_with_fixture_jwks(&token).await;
-        assert!(
-            matches!(result, Err(JwtError::InvalidSignature)),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::InvalidSignature)), "{result:?}");
     }
 
     #[tokio::test]
@@ -1131,24 +989,15 @@ mod tests {
         let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
         parts[1] = URL_SAFE_NO_PAD.encode(claims_with(json!({ "sub": "admin" })).to_string());
         let (result, _server) = verify_with_fixture_jwks(&parts.join(".")).await;
-        assert!(
-            matches!(result, Err(JwtError::InvalidSignature)),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::InvalidSignature)), "{result:?}");
     }
 
     #[tokio::test]
     async fn an_unsigned_alg_none_token_is_refused_without_fetching_keys() {
-        for header in [
-            json!({ "alg": "none", "typ": "JWT" }),
-            json!({ "alg": "none", "kid": "rsa-1" }),
-        ] {
+        for header in [json!({ "alg": "none", "typ": "JWT" }), json!({ "alg": "none", "kid": "rsa-1" })] {
             let token = hand_built(&header, &claims(), b"");
             let (result, server) = verify_with_fixture_jwks(&token).await;
-            assert!(
-                matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
             assert_eq!(server.fetches(), 0);
         }
     }
@@ -1158,10 +1007,7 @@ mod tests {
         let secret = EncodingKey::from_secret(RSA_PUBLIC_PEM.as_bytes());
         let token = sign(Algorithm::HS256, Some("rsa-1"), &secret, &claims());
         let (result, server) = verify_with_fixture_jwks(&token).await;
-        assert!(
-            matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
         assert_eq!(server.fetches(), 0);
     }
 
@@ -1171,17 +1017,9 @@ mod tests {
         let n_bytes = URL_SAFE_NO_PAD.decode(&n).expect("n is base64url");
         for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
             for secret in [n.as_bytes(), n_bytes.as_slice()] {
-                let token = sign(
-                    alg,
-                    Some("rsa-1"),
-                    &EncodingKey::from_secret(secret),
-                    &claims(),
-                );
+                let token = sign(alg, Some("rsa-1"), &EncodingKey::from_secret(secret), &claims());
                 let (result, _server) = verify_with_fixture_jwks(&token).await;
-                assert!(
-                    matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-                    "{alg:?}: {result:?}"
-                );
+                assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{alg:?}: {result:?}");
             }
         }
     }
@@ -1191,10 +1029,7 @@ mod tests {
         for alg in [Algorithm::RS384, Algorithm::RS512, Algorithm::PS256] {
             let token = sign(alg, Some("rsa-1"), &rsa_key(), &claims());
             let (result, _server) = verify_with_fixture_jwks(&token).await;
-            assert!(
-                matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-                "{alg:?}: {result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{alg:?}: {result:?}");
         }
     }
 
@@ -1203,27 +1038,21 @@ mod tests {
         // ES256 header naming the RSA key.
         let token = sign(Algorithm::ES256, Some("rsa-1"), &ec_key(), &claims());
         let (result, _server) = verify_with_fixture_jwks(&token).await;
-        assert!(
-            matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
         // RS256 header naming the EC key.
         let token = sign(Algorithm::RS256, Some("ec-1"), &rsa_key(), &claims());
         let (result, _server) = verify_with_fixture_jwks(&token).await;
-        assert!(
-            matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
     }
 
     #[tokio::test]
     async fn jwks_keys_that_cannot_be_used_are_skipped_without_breaking_the_others() {
         let mut keys = jwks()["keys"].as_array().cloned().unwrap_or_default();
         keys.push(json!({ "kty": "oct", "kid": "hmac-1", "k": rsa_1_modulus() }));
-        keys.push(json!({ "kty": "RSA", "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP", "n": rsa_1_modulus(), "e": "AQAB" }));
         keys.push(
-            json!({ "kty": "RSA", "kid": "small-1", "alg": "RS256", "n": "AQAB", "e": "AQAB" }),
+            json!({ "kty": "RSA", "kid": "enc-1", "use": "enc", "alg": "RSA-OAEP", "n": rsa_1_modulus(), "e": "AQAB" }),
         );
+        keys.push(json!({ "kty": "RSA", "kid": "small-1", "alg": "RS256", "n": "AQAB", "e": "AQAB" }));
         keys.push(json!({ "kid": "nonsense", "kty": 7 }));
         let server = JwksServer::start(json!({ "keys": keys })).await;
         let verifier = JwtVerifier::new(http());
@@ -1231,22 +1060,11 @@ mod tests {
         for kid in ["hmac-1", "enc-1", "small-1", "nonsense"] {
             let token = sign(Algorithm::RS256, Some(kid), &rsa_key(), &claims());
             let result = verifier.verify(&token, &server.config()).await;
-            assert!(
-                matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-                "{kid}: {result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{kid}: {result:?}");
         }
-        let hs = sign(
-            Algorithm::HS256,
-            Some("hmac-1"),
-            &EncodingKey::from_secret(b"k"),
-            &claims(),
-        );
+        let hs = sign(Algorithm::HS256, Some("hmac-1"), &EncodingKey::from_secret(b"k"), &claims());
         let result = verifier.verify(&hs, &server.config()).await;
-        assert!(
-            matches!(result, Err(JwtError::UnsupportedAlgorithm(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::UnsupportedAlgorithm(_))), "{result:?}");
 
         let result = verifier.verify(&rs256(&claims()), &server.config()).await;
         assert!(result.is_ok(), "{result:?}");
@@ -1258,10 +1076,7 @@ mod tests {
         for sub in [json!(null), json!(""), json!("  ")] {
             let token = rs256(&claims_with(json!({ "sub": sub })));
             let (result, _server) = verify_with_fixture_jwks(&token).await;
-            assert!(
-                matches!(result, Err(JwtError::MissingSubject)),
-                "sub {sub}: {result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::MissingSubject)), "sub {sub}: {result:?}");
         }
     }
 
@@ -1274,11 +1089,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_token_with_critical_header_extensions_is_refused() {
-        let token = hand_built(
-            &json!({ "alg": "RS256", "kid": "rsa-1", "crit": ["b64"] }),
-            &claims(),
-            b"sig",
-        );
+        let token = hand_built(&json!({ "alg": "RS256", "kid": "rsa-1", "crit": ["b64"] }), &claims(), b"sig");
         let (result, server) = verify_with_fixture_jwks(&token).await;
         assert!(matches!(result, Err(JwtError::Malformed(_))), "{result:?}");
         assert_eq!(server.fetches(), 0);
@@ -1300,10 +1111,7 @@ mod tests {
             format!("{header}.{payload}.s*g"),
             format!("{header}=.{payload}.sig"),
             format!("{}.{payload}.sig", URL_SAFE_NO_PAD.encode("[1,2]")),
-            format!(
-                "{}.{payload}.sig",
-                URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT"}"#)
-            ),
+            format!("{}.{payload}.sig", URL_SAFE_NO_PAD.encode(r#"{"typ":"JWT"}"#)),
             format!("{}.{payload}.sig", URL_SAFE_NO_PAD.encode(r#"{"alg":256}"#)),
             format!("{header}.{}.sig", URL_SAFE_NO_PAD.encode("not json")),
             format!("{header}.{}.sig", URL_SAFE_NO_PAD.encode(r#"{"aud":42}"#)),
@@ -1317,15 +1125,9 @@ mod tests {
         let verifier = JwtVerifier::new(http());
         for token in garbage() {
             let shown = shorten(&token);
-            assert!(
-                matches!(peek(&token), Err(JwtError::Malformed(_))),
-                "peek {shown}"
-            );
+            assert!(matches!(peek(&token), Err(JwtError::Malformed(_))), "peek {shown}");
             let result = verifier.verify(&token, &server.config()).await;
-            assert!(
-                matches!(result, Err(JwtError::Malformed(_))),
-                "verify {shown}: {result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::Malformed(_))), "verify {shown}: {result:?}");
         }
         assert_eq!(server.fetches(), 0);
     }
@@ -1349,8 +1151,7 @@ mod tests {
         let token = rs256(&claims());
         let tasks: Vec<_> = (0..16)
             .map(|_| {
-                let (verifier, token, cfg) =
-                    (Arc::clone(&verifier), token.clone(), server.config());
+                let (verifier, token, cfg) = (Arc::clone(&verifier), token.clone(), server.config());
                 tokio::spawn(async move { verifier.verify(&token, &cfg).await })
             })
             .collect();
@@ -1378,12 +1179,7 @@ mod tests {
         let verifier = JwtVerifier::with_settings(http(), DEFAULT_TTL, Duration::ZERO, 30);
         let rotated = sign(Algorithm::RS256, Some("rsa-2"), &rsa_other_key(), &claims());
 
-        assert!(
-            verifier
-                .verify(&rs256(&claims()), &server.config())
-                .await
-                .is_ok()
-        );
+        assert!(verifier.verify(&rs256(&claims()), &server.config()).await.is_ok());
         assert_eq!(server.fetches(), 1);
 
         server.publish(rotated_jwks());
@@ -1392,12 +1188,7 @@ mod tests {
         assert_eq!(server.fetches(), 2);
 
         // Both keys are now cached.
-        assert!(
-            verifier
-                .verify(&rs256(&claims()), &server.config())
-                .await
-                .is_ok()
-        );
+        assert!(verifier.verify(&rs256(&claims()), &server.config()).await.is_ok());
         assert!(verifier.verify(&rotated, &server.config()).await.is_ok());
         assert_eq!(server.fetches(), 2);
     }
@@ -1406,30 +1197,20 @@ mod tests {
     async fn an_unknown_kid_does_not_refetch_within_the_minimum_interval() {
         let server = JwksServer::start(jwks()).await;
         let verifier = JwtVerifier::new(http());
-        assert!(
-            verifier
-                .verify(&rs256(&claims()), &server.config())
-                .await
-                .is_ok()
-        );
+        assert!(verifier.verify(&rs256(&claims()), &server.config()).await.is_ok());
 
         server.publish(rotated_jwks());
         let rotated = sign(Algorithm::RS256, Some("rsa-2"), &rsa_other_key(), &claims());
         for _ in 0..3 {
             let result = verifier.verify(&rotated, &server.config()).await;
-            assert!(
-                matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid == "rsa-2"),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::UnknownKey(ref kid)) if kid == "rsa-2"), "{result:?}");
         }
         assert_eq!(server.fetches(), 1);
     }
 
     #[tokio::test]
     async fn an_unreachable_jwks_server_means_jwks_unavailable() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a local port");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind a local port");
         let addr = listener.local_addr().expect("local address");
         drop(listener);
         let cfg = IssuerConfig {
@@ -1437,9 +1218,7 @@ mod tests {
             jwks_url: format!("http://{addr}/jwks.json"),
             audience: AUDIENCE.to_owned(),
         };
-        let result = JwtVerifier::new(http())
-            .verify(&rs256(&claims()), &cfg)
-            .await;
+        let result = JwtVerifier::new(http()).verify(&rs256(&claims()), &cfg).await;
         let Err(err @ JwtError::JwksUnavailable(_)) = result else {
             panic!("expected JwksUnavailable, got {result:?}");
         };
@@ -1452,25 +1231,15 @@ mod tests {
     async fn a_jwks_server_answering_an_error_means_jwks_unavailable() {
         let server = JwksServer::start(jwks()).await;
         server.failing.store(true, Ordering::SeqCst);
-        let result = JwtVerifier::new(http())
-            .verify(&rs256(&claims()), &server.config())
-            .await;
-        assert!(
-            matches!(result, Err(JwtError::JwksUnavailable(ref why)) if why.contains("500")),
-            "{result:?}"
-        );
+        let result = JwtVerifier::new(http()).verify(&rs256(&claims()), &server.config()).await;
+        assert!(matches!(result, Err(JwtError::JwksUnavailable(ref why)) if why.contains("500")), "{result:?}");
     }
 
     #[tokio::test]
     async fn a_stale_jwks_still_serves_a_known_kid_when_a_refetch_fails() {
         let server = JwksServer::start(jwks()).await;
         let verifier = JwtVerifier::with_settings(http(), Duration::ZERO, Duration::ZERO, 30);
-        assert!(
-            verifier
-                .verify(&rs256(&claims()), &server.config())
-                .await
-                .is_ok()
-        );
+        assert!(verifier.verify(&rs256(&claims()), &server.config()).await.is_ok());
 
         server.failing.store(true, Ordering::SeqCst);
         let result = verifier.verify(&rs256(&claims()), &server.config()).await;
@@ -1479,10 +1248,7 @@ mod tests {
 
         let unknown = sign(Algorithm::RS256, Some("rsa-2"), &rsa_other_key(), &claims());
         let result = verifier.verify(&unknown, &server.config()).await;
-        assert!(
-            matches!(result, Err(JwtError::JwksUnavailable(_))),
-            "{result:?}"
-        );
+        assert!(matches!(result, Err(JwtError::JwksUnavailable(_))), "{result:?}");
     }
 
     #[tokio::test]
@@ -1492,10 +1258,7 @@ mod tests {
         let verifier = JwtVerifier::new(http());
         for _ in 0..3 {
             let result = verifier.verify(&rs256(&claims()), &server.config()).await;
-            assert!(
-                matches!(result, Err(JwtError::JwksUnavailable(_))),
-                "{result:?}"
-            );
+            assert!(matches!(result, Err(JwtError::JwksUnavailable(_))), "{result:?}");
         }
         assert_eq!(server.fetches(), 1);
     }
@@ -1513,36 +1276,18 @@ mod tests {
             }
         );
 
-        let token = hand_built(
-            &json!({ "alg": "none" }),
-            &json!({ "aud": ["a", "b"] }),
-            b"",
-        );
+        let token = hand_built(&json!({ "alg": "none" }), &json!({ "aud": ["a", "b"] }), b"");
         assert_eq!(
             peek(&token).expect("peek an unsigned token"),
-            Peek {
-                alg: "none".to_owned(),
-                kid: None,
-                iss: None,
-                aud: vec!["a".to_owned(), "b".to_owned()]
-            }
+            Peek { alg: "none".to_owned(), kid: None, iss: None, aud: vec!["a".to_owned(), "b".to_owned()] }
         );
     }
 
     #[test]
     fn looks_like_jwt_tells_a_jwt_from_an_api_key() {
         assert!(looks_like_jwt(&rs256(&claims())));
-        assert!(looks_like_jwt(&sign(
-            Algorithm::ES256,
-            Some("ec-1"),
-            &ec_key(),
-            &claims()
-        )));
-        assert!(looks_like_jwt(&hand_built(
-            &json!({ "alg": "none" }),
-            &claims(),
-            b""
-        )));
+        assert!(looks_like_jwt(&sign(Algorithm::ES256, Some("ec-1"), &ec_key(), &claims())));
+        assert!(looks_like_jwt(&hand_built(&json!({ "alg": "none" }), &claims(), b"")));
 
         for not_a_jwt in [
             "tnty_ten_abc.key_def.secret",
@@ -1579,20 +1324,10 @@ mod tests {
         assert_eq!(codes.len(), unique.len());
         assert_eq!(codes.len(), 10);
         for err in &errors {
-            assert!(
-                err.code()
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '_'),
-                "{}",
-                err.code()
-            );
+            assert!(err.code().chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{}", err.code());
             assert!(err.to_string().contains("; "), "no advice in: {err}");
         }
-        assert!(
-            JwtError::UnknownKey("rsa-9".to_owned())
-                .to_string()
-                .contains("\"rsa-9\"")
-        );
+        assert!(JwtError::UnknownKey("rsa-9".to_owned()).to_string().contains("\"rsa-9\""));
     }
 
     #[test]

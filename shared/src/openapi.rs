@@ -28,10 +28,7 @@ mod tests {
     #[test]
     fn the_document_parses_and_is_openapi_3_1() {
         let doc = super::document();
-        assert_eq!(
-            doc["openapi"].as_str().map(|v| v.starts_with("3.1")),
-            Some(true)
-        );
+        assert_eq!(doc["openapi"].as_str().map(|v| v.starts_with("3.1")), Some(true));
         assert!(!super::operations().is_empty());
     }
 }

@@ -8,12 +8,7 @@ pub fn init() {
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if in_lambda {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .without_time()
-            .try_init()
+        builder.json().flatten_event(true).with_current_span(true).without_time().try_init()
     } else {
         builder.with_target(false).try_init()
     };

@@ -38,9 +38,7 @@ pub struct TestTenant {
 pub async fn start() -> TestStack {
     match try_start().await {
         Ok(s) => s,
-        Err(e) => panic!(
-            "could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"
-        ),
+        Err(e) => panic!("could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"),
     }
 }
 
@@ -50,27 +48,13 @@ async fn try_start() -> anyhow::Result<TestStack> {
     let prefix = format!("t{}", &ulid::Ulid::new().to_string().to_lowercase()[16..]);
     let operator_key = format!("op_test_{}", ulid::Ulid::new());
     let sdk = shared::aws::sdk_config().await;
-    let jwt = JwtVerifier::with_settings(
-        shared::jwt::http_client(),
-        Duration::from_secs(600),
-        Duration::ZERO,
-        5,
-    );
+    let jwt = JwtVerifier::with_settings(shared::jwt::http_client(), Duration::from_secs(600), Duration::ZERO, 5);
     let stack = Stack::start(
         sdk.clone(),
-        Options {
-            prefix: prefix.clone(),
-            operator_key: operator_key.clone(),
-            jwt: Some(jwt),
-        },
+        Options { prefix: prefix.clone(), operator_key: operator_key.clone(), jwt: Some(jwt) },
     )
     .await?;
-    let table = stack
-        .provisioned
-        .refs
-        .get("TenancyTable")
-        .cloned()
-        .context("no TenancyTable")?;
+    let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(stack.serve(listener));
@@ -90,10 +74,8 @@ async fn try_start() -> anyhow::Result<TestStack> {
 async fn serve_jwks() -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let issuer = format!("http://{}", listener.local_addr()?);
-    let app = axum::Router::new().route(
-        "/jwks.json",
-        axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }),
-    );
+    let app = axum::Router::new()
+        .route("/jwks.json", axum::routing::get(|| async { ([("content-type", "application/json")], JWKS) }));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Ok(issuer)
 }
@@ -113,21 +95,10 @@ impl Reply {
 
     /// Asserts the DESIGN.md error shape and returns the code.
     pub fn assert_error(&self, status: u16, code: &str) {
-        assert_eq!(
-            (self.status, self.code()),
-            (status, code),
-            "body: {}",
-            self.body
-        );
+        assert_eq!((self.status, self.code()), (status, code), "body: {}", self.body);
         let e = &self.body["error"];
-        assert!(
-            e["message"].as_str().is_some_and(|m| m.len() > 10),
-            "a message that says what to fix: {e}"
-        );
-        assert!(
-            e["request_id"].as_str().is_some_and(|r| !r.is_empty()),
-            "a request id: {e}"
-        );
+        assert!(e["message"].as_str().is_some_and(|m| m.len() > 10), "a message that says what to fix: {e}");
+        assert!(e["request_id"].as_str().is_some_and(|r| !r.is_empty()), "a request id: {e}");
     }
 }
 
@@ -140,17 +111,9 @@ pub enum Auth<'a> {
 }
 
 impl TestStack {
-    pub async fn call(
-        &self,
-        method: &str,
-        path: &str,
-        auth: Auth<'_>,
-        body: Option<Value>,
-    ) -> Reply {
-        let mut req = self.http.request(
-            method.parse().unwrap_or(reqwest::Method::GET),
-            format!("{}{}", self.base, path),
-        );
+    pub async fn call(&self, method: &str, path: &str, auth: Auth<'_>, body: Option<Value>) -> Reply {
+        let mut req =
+            self.http.request(method.parse().unwrap_or(reqwest::Method::GET), format!("{}{}", self.base, path));
         req = match auth {
             Auth::None => req,
             Auth::Bearer(t) => req.bearer_auth(t),
@@ -169,49 +132,32 @@ impl TestStack {
         };
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
-        Reply {
-            status,
-            body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
     }
 
     pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
-        self.call(method, path, Auth::Bearer(&self.operator_key), body)
-            .await
+        self.call(method, path, Auth::Bearer(&self.operator_key), body).await
     }
 
     /// Creates a tenant with a unique name and sets its login to this test's JWKS, audience unique too.
     pub async fn tenant(&self, name: &str) -> TestTenant {
-        let r = self
-            .operator("POST", "/admin/v1/tenants", Some(json!({"name": name})))
-            .await;
+        let r = self.operator("POST", "/admin/v1/tenants", Some(json!({"name": name}))).await;
         assert_eq!(r.status, 201, "{}", r.body);
         let t = TestTenant {
             id: r.body["id"].as_str().unwrap_or_default().to_owned(),
             api_key: r.body["api_key"].as_str().unwrap_or_default().to_owned(),
             audience: format!("aud-{}", r.body["id"].as_str().unwrap_or_default()),
         };
-        let auth = json!({"issuer": self.issuer, "jwks_url": format!("{}/jwks.json", self.issuer), "audience": t.audience});
-        let r = self
-            .call(
-                "PUT",
-                "/v1/settings/auth",
-                Auth::Bearer(&t.api_key),
-                Some(auth),
-            )
-            .await;
+        let auth =
+            json!({"issuer": self.issuer, "jwks_url": format!("{}/jwks.json", self.issuer), "audience": t.audience});
+        let r = self.call("PUT", "/v1/settings/auth", Auth::Bearer(&t.api_key), Some(auth)).await;
         assert_eq!(r.status, 200, "{}", r.body);
         t
     }
 
     pub async fn user(&self, tenant: &TestTenant, external_id: &str) -> Value {
         let r = self
-            .call(
-                "POST",
-                "/v1/users",
-                Auth::Bearer(&tenant.api_key),
-                Some(json!({"external_id": external_id})),
-            )
+            .call("POST", "/v1/users", Auth::Bearer(&tenant.api_key), Some(json!({"external_id": external_id})))
             .await;
         assert!(r.status == 201 || r.status == 200, "{}", r.body);
         r.body
@@ -222,14 +168,7 @@ impl TestStack {
         let mut items = Vec::new();
         let mut start = None;
         loop {
-            let out = match self
-                .dynamodb
-                .scan()
-                .table_name(&self.table)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-            {
+            let out = match self.dynamodb.scan().table_name(&self.table).set_exclusive_start_key(start).send().await {
                 Ok(o) => o,
                 Err(e) => panic!("scan failed: {e:?}"),
             };
@@ -266,8 +205,7 @@ pub fn now() -> i64 {
 }
 
 fn claims_json(c: &Claims<'_>) -> Value {
-    let mut v =
-        json!({"iss": c.iss, "aud": c.aud, "sub": c.sub, "exp": now() + c.exp_in, "iat": now()});
+    let mut v = json!({"iss": c.iss, "aud": c.aud, "sub": c.sub, "exp": now() + c.exp_in, "iat": now()});
     if let Some(nbf) = c.nbf_in {
         v["nbf"] = json!(now() + nbf);
     }
@@ -294,12 +232,6 @@ pub fn user_token(stack: &TestStack, tenant: &TestTenant, sub: &str) -> String {
         Algorithm::RS256,
         RSA_PEM,
         "rsa-1",
-        &Claims {
-            iss: &stack.issuer,
-            aud: &tenant.audience,
-            sub,
-            exp_in: 600,
-            nbf_in: None,
-        },
+        &Claims { iss: &stack.issuer, aud: &tenant.audience, sub, exp_in: 600, nbf_in: None },
     )
 }

@@ -47,21 +47,14 @@ fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 fn unavailable(e: StoreError) -> Principal {
     tracing::error!(error = ?e, "tenancy store unavailable during authorization");
-    Principal::anonymous(
-        503,
-        "auth_unavailable",
-        "we could not check your credentials just now; retry shortly",
-    )
+    Principal::anonymous(503, "auth_unavailable", "we could not check your credentials just now; retry shortly")
 }
 
 impl Authorizer {
     pub fn new(config: &shared::Config, store: TenancyStore, http: reqwest::Client) -> Self {
         Self {
             store,
-            operator_key_hash: config
-                .operator_key
-                .as_ref()
-                .map(|k| digest(k.expose_secret())),
+            operator_key_hash: config.operator_key.as_ref().map(|k| digest(k.expose_secret())),
             jwt: JwtVerifier::new(http),
         }
     }
@@ -74,10 +67,7 @@ impl Authorizer {
     /// The Lambda entry: every request is let through with the verdict in its context.
     pub async fn handle(&self, event: ApiGatewayV2CustomAuthorizerV2Request) -> SimpleResponse {
         let principal = self.authorize(&event.headers).await;
-        SimpleResponse {
-            is_authorized: true,
-            context: principal.to_context(),
-        }
+        SimpleResponse { is_authorized: true, context: principal.to_context() }
     }
 
     #[instrument(skip_all)]
@@ -96,29 +86,16 @@ impl Authorizer {
         if jwt::looks_like_jwt(credential) {
             return self.end_user(credential).await;
         }
-        Principal::anonymous(
-            401,
-            "invalid_credentials",
-            "the credential is neither a Tenantry API key nor a JWT",
-        )
+        Principal::anonymous(401, "invalid_credentials", "the credential is neither a Tenantry API key nor a JWT")
     }
 
     async fn api_key(&self, credential: &str) -> Principal {
-        let invalid = || {
-            Principal::anonymous(
-                401,
-                "invalid_api_key",
-                "the API key is not valid; check that it was copied whole",
-            )
-        };
+        let invalid =
+            || Principal::anonymous(401, "invalid_api_key", "the API key is not valid; check that it was copied whole");
         let Some(presented) = PresentedKey::parse(credential) else {
             return invalid();
         };
-        let (tenant, key) = match self
-            .store
-            .tenant_and_key(&presented.tenant_id, &presented.key_id)
-            .await
-        {
+        let (tenant, key) = match self.store.tenant_and_key(&presented.tenant_id, &presented.key_id).await {
             Ok(found) => found,
             Err(e) => return unavailable(e),
         };
@@ -129,30 +106,20 @@ impl Authorizer {
             return invalid();
         }
         if key.revoked_at.is_some() {
-            return Principal::anonymous(
-                401,
-                "api_key_revoked",
-                "this API key was revoked; use another of your keys",
-            );
+            return Principal::anonymous(401, "api_key_revoked", "this API key was revoked; use another of your keys");
         }
         if tenant.status == Status::Disabled {
-            return Principal::anonymous(
-                403,
-                "tenant_disabled",
-                "this tenant is disabled; contact the operator",
-            );
+            return Principal::anonymous(403, "tenant_disabled", "this tenant is disabled; contact the operator");
         }
-        let stale = key.last_used_at.as_deref().is_none_or(|t| {
-            t < shared::time::format(shared::time::now() - time::Duration::minutes(1)).as_str()
-        });
+        let stale = key
+            .last_used_at
+            .as_deref()
+            .is_none_or(|t| t < shared::time::format(shared::time::now() - time::Duration::minutes(1)).as_str());
         if stale && let Err(e) = self.store.touch_key(&tenant.id, &key.id).await {
             tracing::warn!(error = ?e, "could not stamp the key's last use");
         }
         tracing::info!(tenant_id = %tenant.id, key_id = %key.id, "tenant key accepted");
-        Principal::Tenant {
-            tenant_id: tenant.id,
-            key_id: key.id,
-        }
+        Principal::Tenant { tenant_id: tenant.id, key_id: key.id }
     }
 
     async fn end_user(&self, token: &str) -> Principal {
@@ -168,9 +135,7 @@ impl Authorizer {
             Ok(c) => c,
             Err(e) => return unavailable(e),
         };
-        let mut candidates = configs
-            .into_iter()
-            .filter(|(_, c)| peek.aud.contains(&c.audience));
+        let mut candidates = configs.into_iter().filter(|(_, c)| peek.aud.contains(&c.audience));
         let (Some((tenant_id, config)), None) = (candidates.next(), candidates.next()) else {
             return Principal::anonymous(
                 401,
@@ -187,11 +152,7 @@ impl Authorizer {
         match self.store.get_tenant(&tenant_id).await {
             Ok(t) if t.status == Status::Active => {}
             Ok(_) => {
-                return Principal::anonymous(
-                    403,
-                    "tenant_disabled",
-                    "this app's account is disabled",
-                );
+                return Principal::anonymous(403, "tenant_disabled", "this app's account is disabled");
             }
             Err(StoreError::NotFound) => {
                 return Principal::anonymous(401, "unknown_issuer", "no tenant accepts this token");
@@ -206,10 +167,7 @@ impl Authorizer {
             );
         };
         match self.store.create_user(&tenant_id, &external_id, None).await {
-            Ok((user, _)) if user.status == Status::Active => Principal::EndUser {
-                tenant_id,
-                user_id: user.id,
-            },
+            Ok((user, _)) if user.status == Status::Active => Principal::EndUser { tenant_id, user_id: user.id },
             Ok(_) => Principal::anonymous(403, "user_disabled", "this user is disabled by the app"),
             Err(e) => unavailable(e),
         }
@@ -218,21 +176,11 @@ impl Authorizer {
 
 /// `Authorization: Bearer <x>` first, then `x-api-key`.
 fn credential(headers: &HeaderMap) -> Option<&str> {
-    let bearer = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| {
-            let (scheme, rest) = v.trim().split_once(' ')?;
-            scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
-        });
-    bearer
-        .or_else(|| {
-            headers
-                .get("x-api-key")
-                .and_then(|v| v.to_str().ok())
-                .map(str::trim)
-        })
-        .filter(|v| !v.is_empty())
+    let bearer = headers.get("authorization").and_then(|v| v.to_str().ok()).and_then(|v| {
+        let (scheme, rest) = v.trim().split_once(' ')?;
+        scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    });
+    bearer.or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(str::trim)).filter(|v| !v.is_empty())
 }
 
 #[cfg(test)]
@@ -251,19 +199,10 @@ mod tests {
 
     #[test]
     fn the_credential_comes_from_a_bearer_header_or_x_api_key() {
-        assert_eq!(
-            credential(&headers(&[("authorization", "Bearer abc")])),
-            Some("abc")
-        );
-        assert_eq!(
-            credential(&headers(&[("authorization", "bearer  abc ")])),
-            Some("abc")
-        );
+        assert_eq!(credential(&headers(&[("authorization", "Bearer abc")])), Some("abc"));
+        assert_eq!(credential(&headers(&[("authorization", "bearer  abc ")])), Some("abc"));
         assert_eq!(credential(&headers(&[("x-api-key", "xyz")])), Some("xyz"));
-        assert_eq!(
-            credential(&headers(&[("authorization", "Basic abc")])),
-            None
-        );
+        assert_eq!(credential(&headers(&[("authorization", "Basic abc")])), None);
         assert_eq!(credential(&headers(&[("authorization", "Bearer ")])), None);
     }
 

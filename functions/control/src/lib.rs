@@ -9,11 +9,11 @@ use serde_json::json;
 use shared::ApiError;
 use shared::http::{Json, Operator, PageParams, Query, Routes, TenantScope, created, list_body};
 use shared::ids::{KeyId, TenantId};
-use shared::tenancy::{ApiKeyView, AuthSettings, Status, TenancyStore, TenantName};
+use shared::tenancy::{ApiKeyView, AuthSettings, Status, Stores, TenantName};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: TenancyStore,
+    pub stores: Stores,
     /// Accept `http://` JWKS URLs on loopback. Only the local stack sets it: in Lambda, loopback is the
     /// runtime API, which a tenant must never make the authorizer call.
     pub allow_loopback_jwks: bool,
@@ -51,11 +51,7 @@ async fn create_tenant(
     State(app): State<AppState>,
     Json(body): Json<CreateTenant>,
 ) -> Result<Response, ApiError> {
-    let (tenant, key) = app
-        .store
-        .create_tenant(body.name)
-        .await
-        .map_err(|e| e.into_api("tenant"))?;
+    let (tenant, key) = app.stores.own().create_tenant(body.name).await.map_err(|e| e.into_api("tenant"))?;
     tracing::info!(tenant_id = %tenant.id, "tenant created");
     let mut view = serde_json::to_value(&tenant).map_err(anyhow::Error::from)?;
     view["api_key"] = json!(key.full.expose_secret());
@@ -68,11 +64,7 @@ async fn list_tenants(
     State(app): State<AppState>,
     Query(q): Query<PageParams>,
 ) -> Result<Response, ApiError> {
-    let (tenants, next) = app
-        .store
-        .list_tenants(&q.page()?)
-        .await
-        .map_err(|e| e.into_api("tenant"))?;
+    let (tenants, next) = app.stores.own().list_tenants(&q.page()?).await.map_err(|e| e.into_api("tenant"))?;
     Ok(axum::Json(list_body(tenants, next)).into_response())
 }
 
@@ -81,25 +73,13 @@ fn tenant_id(raw: &str) -> Result<TenantId, ApiError> {
     TenantId::parse(raw).map_err(|_| ApiError::not_found("tenant"))
 }
 
-async fn get_tenant(
-    _: Operator,
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
-    let tenant = app
-        .store
-        .get_tenant(&tenant_id(&id)?)
-        .await
-        .map_err(|e| e.into_api("tenant"))?;
+async fn get_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+    let tenant = app.stores.own().get_tenant(&tenant_id(&id)?).await.map_err(|e| e.into_api("tenant"))?;
     Ok(axum::Json(tenant).into_response())
 }
 
 async fn set_status(app: AppState, id: &str, status: Status) -> Result<Response, ApiError> {
-    let tenant = app
-        .store
-        .set_tenant_status(&tenant_id(id)?, status)
-        .await
-        .map_err(|e| e.into_api("tenant"))?;
+    let tenant = app.stores.own().set_tenant_status(&tenant_id(id)?, status).await.map_err(|e| e.into_api("tenant"))?;
     tracing::info!(tenant_id = %tenant.id, status = status.as_str(), "tenant status changed");
     Ok(axum::Json(tenant).into_response())
 }
@@ -112,17 +92,15 @@ async fn disable_tenant(
     set_status(app, &id, Status::Disabled).await
 }
 
-async fn enable_tenant(
-    _: Operator,
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+async fn enable_tenant(_: Operator, State(app): State<AppState>, Path(id): Path<String>) -> Result<Response, ApiError> {
     set_status(app, &id, Status::Active).await
 }
 
 async fn create_key(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
     let (stored, key) = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .create_key(&scope.tenant_id)
         .await
         .map_err(|e| e.into_api("API key"))?;
@@ -138,7 +116,9 @@ async fn list_keys(
     Query(q): Query<PageParams>,
 ) -> Result<Response, ApiError> {
     let (keys, next) = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .list_keys(&scope.tenant_id, &q.page()?)
         .await
         .map_err(|e| e.into_api("API key"))?;
@@ -152,11 +132,8 @@ async fn revoke_key(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = KeyId::parse(&id).map_err(|_| ApiError::not_found("API key"))?;
-    let key = app
-        .store
-        .revoke_key(&scope.tenant_id, &id)
-        .await
-        .map_err(|e| match e {
+    let key =
+        app.stores.tenant(&scope.tenant_id).await?.revoke_key(&scope.tenant_id, &id).await.map_err(|e| match e {
             shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("last_active_key", m),
             e => e.into_api("API key"),
         })?;
@@ -174,12 +151,7 @@ struct PutAuth {
 
 /// HTTPS to a named host; `http://` on loopback only where the local stack allows it.
 fn check_jwks_url(raw: &str, allow_loopback: bool) -> Result<(), ApiError> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_jwks_url",
-            "jwks_url must be an https:// URL of your login provider",
-        )
-    };
+    let bad = || ApiError::bad_request("invalid_jwks_url", "jwks_url must be an https:// URL of your login provider");
     let url = reqwest::Url::parse(raw).map_err(|_| bad())?;
     let loopback = matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]"));
     match url.scheme() {
@@ -196,10 +168,7 @@ async fn put_auth(
 ) -> Result<Response, ApiError> {
     let text = |field: &str, v: &str| {
         if v.trim().is_empty() || v.len() > 2048 {
-            Err(ApiError::bad_request(
-                "invalid_body",
-                format!("{field} must be 1 to 2048 characters"),
-            ))
+            Err(ApiError::bad_request("invalid_body", format!("{field} must be 1 to 2048 characters")))
         } else {
             Ok(v.trim().to_owned())
         }
@@ -210,31 +179,31 @@ async fn put_auth(
         audience: text("audience", &body.audience)?,
     };
     check_jwks_url(&settings.jwks_url, app.allow_loopback_jwks)?;
-    app.store
-        .put_auth(&scope.tenant_id, &settings)
-        .await
-        .map_err(|e| match e {
-            shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("issuer_taken", m),
-            e => e.into_api("login settings"),
-        })?;
+    app.stores.own().check_issuer_free(&scope.tenant_id, &settings).await.map_err(|e| match e {
+        shared::tenancy::StoreError::Conflict(m) => ApiError::conflict("issuer_taken", m),
+        e => e.into_api("login settings"),
+    })?;
+    let store = app.stores.tenant(&scope.tenant_id).await?;
+    store.put_auth(&scope.tenant_id, &settings).await.map_err(|e| e.into_api("login settings"))?;
     tracing::info!(tenant_id = %scope.tenant_id, "login settings changed");
     Ok(axum::Json(settings).into_response())
 }
 
 async fn get_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
     let settings = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .get_auth(&scope.tenant_id)
         .await
         .map_err(|e| e.into_api("login settings"))?;
     Ok(axum::Json(settings).into_response())
 }
 
-async fn delete_auth(
-    scope: TenantScope,
-    State(app): State<AppState>,
-) -> Result<Response, ApiError> {
-    app.store
+async fn delete_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    app.stores
+        .tenant(&scope.tenant_id)
+        .await?
         .delete_auth(&scope.tenant_id)
         .await
         .map_err(|e| e.into_api("login settings"))?;
@@ -253,13 +222,7 @@ mod tests {
     #[test]
     fn jwks_urls_must_be_https_and_loopback_only_where_the_local_stack_allows_it() {
         assert!(check_jwks_url("https://login.example.com/.well-known/jwks.json", false).is_ok());
-        assert!(
-            check_jwks_url(
-                "http://127.0.0.1:9001/2018-06-01/runtime/invocation/next",
-                false
-            )
-            .is_err()
-        );
+        assert!(check_jwks_url("http://127.0.0.1:9001/2018-06-01/runtime/invocation/next", false).is_err());
         assert!(check_jwks_url("http://127.0.0.1:8080/jwks", true).is_ok());
         assert!(check_jwks_url("http://login.example.com/jwks", true).is_err());
         assert!(check_jwks_url("file:///etc/passwd", true).is_err());

@@ -6,15 +6,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Deserializer};
 use shared::ApiError;
-use shared::http::{
-    EndUserScope, Json, PageParams, Query, Routes, TenantScope, created, list_body,
-};
+use shared::http::{EndUserScope, Json, PageParams, Query, Routes, TenantScope, created, list_body};
 use shared::ids::{Email, ExternalId, UserId};
-use shared::tenancy::{Status, TenancyStore, UserPatch};
+use shared::tenancy::{Status, Stores, UserPatch};
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: TenancyStore,
+    pub stores: Stores,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -45,7 +43,9 @@ async fn create_user(
     Json(body): Json<CreateUser>,
 ) -> Result<Response, ApiError> {
     let (user, is_new) = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .create_user(&scope.tenant_id, &body.external_id, body.email)
         .await
         .map_err(|e| e.into_api("user"))?;
@@ -71,21 +71,21 @@ async fn list_users(
     State(app): State<AppState>,
     Query(q): Query<ListUsers>,
 ) -> Result<Response, ApiError> {
-    let page = PageParams {
-        limit: q.limit,
-        cursor: q.cursor,
-    }
-    .page()?;
+    let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
     if let Some(external_id) = q.external_id {
         let found = app
-            .store
+            .stores
+            .tenant(&scope.tenant_id)
+            .await?
             .user_by_external_id(&scope.tenant_id, &external_id)
             .await
             .map_err(|e| e.into_api("user"))?;
         return Ok(axum::Json(list_body(found.into_iter().collect(), None)).into_response());
     }
     let (users, next) = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .list_users(&scope.tenant_id, &page)
         .await
         .map_err(|e| e.into_api("user"))?;
@@ -102,7 +102,9 @@ async fn get_user(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     let user = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .get_user(&scope.tenant_id, &user_id(&id)?)
         .await
         .map_err(|e| e.into_api("user"))?;
@@ -110,9 +112,7 @@ async fn get_user(
 }
 
 /// `null` and absent differ for `email`: null removes it, absent keeps it.
-fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -138,12 +138,11 @@ async fn patch_user(
             "nothing to change: send `status` (active|disabled) and/or `email`",
         ));
     }
-    let patch = UserPatch {
-        status: body.status,
-        email: body.email,
-    };
+    let patch = UserPatch { status: body.status, email: body.email };
     let user = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .update_user(&scope.tenant_id, &id, patch)
         .await
         .map_err(|e| e.into_api("user"))?;
@@ -153,7 +152,9 @@ async fn patch_user(
 
 async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response, ApiError> {
     let user = app
-        .store
+        .stores
+        .tenant(&scope.tenant_id)
+        .await?
         .get_user(&scope.tenant_id, &scope.user_id)
         .await
         .map_err(|e| e.into_api("user"))?;

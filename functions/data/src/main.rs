@@ -1,10 +1,10 @@
-use shared::tenancy::TenancyStore;
+use shared::tenancy::Stores;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = shared::Config::from_env()?;
     let aws = shared::aws::sdk_config().await;
-    let store = TenancyStore::new(shared::aws::dynamodb(&aws), &config.tenancy_table);
-    lambda_http::run(data::router(data::AppState { store })).await
+    let stores = Stores::from_config(&config, &aws);
+    lambda_http::run(data::router(data::AppState { stores })).await
 }

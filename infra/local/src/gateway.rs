@@ -39,12 +39,9 @@ pub fn gateway(
         if f.routes.is_empty() {
             continue;
         }
-        let function = functions.get(&f.logical_id).with_context(|| {
-            format!(
-                "template routes to {} but the local stack has no router for it",
-                f.logical_id
-            )
-        })?;
+        let function = functions
+            .get(&f.logical_id)
+            .with_context(|| format!("template routes to {} but the local stack has no router for it", f.logical_id))?;
         for route in &f.routes {
             let target = Arc::new(Target {
                 route_key: format!("{} {}", route.method, route.path),
@@ -69,39 +66,21 @@ pub fn gateway(
         }
     }
     // What API Gateway answers for a route it does not have.
-    Ok(router.fallback(|| async {
-        (
-            StatusCode::NOT_FOUND,
-            axum::Json(json!({"message": "Not Found"})),
-        )
-    }))
+    Ok(router.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }))
 }
 
 /// The HttpApi's default authorizer must be the authorizer function we run.
 fn check_authorizer_is_declared(template: &Template) -> anyhow::Result<()> {
-    let api = template
-        .resources
-        .iter()
-        .find(|r| r.kind == "AWS::Serverless::HttpApi")
-        .context("no HttpApi")?;
+    let api = template.resources.iter().find(|r| r.kind == "AWS::Serverless::HttpApi").context("no HttpApi")?;
     let auth = api.properties.get("Auth").context("HttpApi has no Auth")?;
-    let default = auth
-        .get("DefaultAuthorizer")
-        .and_then(|v| v.as_str())
-        .context("no DefaultAuthorizer")?;
+    let default = auth.get("DefaultAuthorizer").and_then(|v| v.as_str()).context("no DefaultAuthorizer")?;
     let arn = auth
         .get("Authorizers")
         .and_then(|a| a.get(default))
         .and_then(|a| a.get("FunctionArn"))
         .context("authorizer FunctionArn")?;
     match Expr::parse(arn)? {
-        Expr::GetAtt(f, _)
-            if template
-                .function(&f)
-                .is_some_and(|f| f.binary == "authorizer") =>
-        {
-            Ok(())
-        }
+        Expr::GetAtt(f, _) if template.function(&f).is_some_and(|f| f.binary == "authorizer") => Ok(()),
         other => anyhow::bail!("the default authorizer is {other:?}, not the authorizer function"),
     }
 }
@@ -124,10 +103,7 @@ fn headers_json(req: &Request) -> Value {
 
 async fn invoke(target: &Target, req: Request) -> Response {
     let request_id = ulid::Ulid::new().to_string();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0);
     let http = json!({
         "method": req.method().as_str(),
         "path": req.uri().path(),
@@ -154,11 +130,7 @@ async fn invoke(target: &Target, req: Request) -> Response {
             }
         };
         if !response.is_authorized {
-            return (
-                StatusCode::FORBIDDEN,
-                axum::Json(json!({"message": "Forbidden"})),
-            )
-                .into_response();
+            return (StatusCode::FORBIDDEN, axum::Json(json!({"message": "Forbidden"}))).into_response();
         }
         context["authorizer"] = json!({"lambda": response.context});
     }
@@ -171,9 +143,7 @@ async fn invoke(target: &Target, req: Request) -> Response {
     *fresh.headers_mut() = parts.headers;
     match serde_json::from_value(context) {
         Ok(ctx) => {
-            fresh
-                .extensions_mut()
-                .insert(RequestContext::ApiGatewayV2(ctx));
+            fresh.extensions_mut().insert(RequestContext::ApiGatewayV2(ctx));
         }
         Err(e) => return internal(anyhow::Error::new(e).context("building the request context")),
     }
@@ -185,9 +155,5 @@ async fn invoke(target: &Target, req: Request) -> Response {
 
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = ?e, "local gateway failure");
-    (
-        StatusCode::INTERNAL_SERVER_ERROR,
-        axum::Json(json!({"message": "Internal Server Error"})),
-    )
-        .into_response()
+    (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(json!({"message": "Internal Server Error"}))).into_response()
 }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use authorizer::Authorizer;
 use axum::Router;
 use shared::jwt::JwtVerifier;
-use shared::tenancy::TenancyStore;
+use shared::tenancy::{Stores, TenancyStore};
 
 pub use provision::{Clients, Provisioned};
 pub use template::Template;
@@ -39,24 +39,18 @@ impl Stack {
         let template = Template::load_default()?;
         let clients = Clients::new(&sdk);
         let parameters = HashMap::from([("OperatorKey".to_owned(), options.operator_key.clone())]);
-        let provisioned =
-            provision::provision(&clients, &template, &options.prefix, parameters).await?;
+        let provisioned = provision::provision(&clients, &template, &options.prefix, parameters).await?;
         let env_of = |logical: &str| -> anyhow::Result<shared::Config> {
-            let f = template
-                .function(logical)
-                .with_context(|| format!("template has no {logical}"))?;
+            let f = template.function(logical).with_context(|| format!("template has no {logical}"))?;
             let env = provisioned.environment(f)?;
             shared::Config::from_lookup(|k| env.get(k).cloned())
         };
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let store = |c: &shared::Config| TenancyStore::new(dynamodb.clone(), &c.tenancy_table);
+        let stores = |c: &shared::Config| Stores::from_config(c, &sdk);
 
         let auth_config = env_of("AuthorizerFunction")?;
-        let mut authorizer = Authorizer::new(
-            &auth_config,
-            store(&auth_config),
-            shared::jwt::http_client(),
-        );
+        let mut authorizer = Authorizer::new(&auth_config, store(&auth_config), shared::jwt::http_client());
         if let Some(jwt) = options.jwt {
             authorizer = authorizer.with_jwt_verifier(jwt);
         }
@@ -65,31 +59,16 @@ impl Stack {
         let functions = HashMap::from([
             (
                 "ControlFunction".to_owned(),
-                control::router(control::AppState {
-                    store: store(&control),
-                    allow_loopback_jwks: true,
-                }),
+                control::router(control::AppState { stores: stores(&control), allow_loopback_jwks: true }),
             ),
-            (
-                "DataFunction".to_owned(),
-                data::router(data::AppState {
-                    store: store(&data),
-                }),
-            ),
+            ("DataFunction".to_owned(), data::router(data::AppState { stores: stores(&data) })),
         ]);
         let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
-        Ok(Self {
-            template,
-            provisioned,
-            router,
-            sdk,
-        })
+        Ok(Self { template, provisioned, router, sdk })
     }
 
     /// Serves on `listener` until the future is dropped.
     pub async fn serve(self, listener: tokio::net::TcpListener) -> anyhow::Result<()> {
-        axum::serve(listener, self.router)
-            .await
-            .context("serving the local stack")
+        axum::serve(listener, self.router).await.context("serving the local stack")
     }
 }

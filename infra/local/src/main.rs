@@ -7,35 +7,18 @@ use tenantry_local::{Options, Stack};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     shared::telemetry::init();
-    let port: u16 = std::env::var("TENANTRY_PORT")
-        .ok()
-        .map(|p| p.parse())
-        .transpose()
-        .context("TENANTRY_PORT")?
-        .unwrap_or(3000);
-    let operator_key = std::env::var("TENANTRY_OPERATOR_KEY")
-        .context("TENANTRY_OPERATOR_KEY is not set (./dev up sets it)")?;
+    let port: u16 =
+        std::env::var("TENANTRY_PORT").ok().map(|p| p.parse()).transpose().context("TENANTRY_PORT")?.unwrap_or(3000);
+    let operator_key =
+        std::env::var("TENANTRY_OPERATOR_KEY").context("TENANTRY_OPERATOR_KEY is not set (./dev up sets it)")?;
     let prefix = std::env::var("TENANTRY_LOCAL_PREFIX").unwrap_or_else(|_| "tenantry".into());
     let sdk = shared::aws::sdk_config().await;
-    let stack = Stack::start(
-        sdk,
-        Options {
-            prefix,
-            operator_key: operator_key.clone(),
-            jwt: None,
-        },
-    )
-    .await?;
+    let stack = Stack::start(sdk, Options { prefix, operator_key: operator_key.clone(), jwt: None }).await?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("port {port} is taken; set TENANTRY_PORT"))?;
     let base = format!("http://127.0.0.1:{port}");
-    let routes: usize = stack
-        .template
-        .functions
-        .iter()
-        .map(|f| f.routes.len())
-        .sum();
+    let routes: usize = stack.template.functions.iter().map(|f| f.routes.len()).sum();
     println!(
         r#"
 Tenantry is up at {base} ({routes} routes from template.yaml, AWS in moto at {endpoint}).

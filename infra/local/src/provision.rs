@@ -32,11 +32,9 @@ impl Provisioned {
                 .or_else(|| self.refs.get(name))
                 .cloned()
                 .with_context(|| format!("!Ref {name}: no such parameter or resource")),
-            Expr::GetAtt(name, att) if att == "Arn" => self
-                .arns
-                .get(name)
-                .cloned()
-                .with_context(|| format!("!GetAtt {name}.Arn: unknown resource")),
+            Expr::GetAtt(name, att) if att == "Arn" => {
+                self.arns.get(name).cloned().with_context(|| format!("!GetAtt {name}.Arn: unknown resource"))
+            }
             Expr::GetAtt(name, att) => bail!("!GetAtt {name}.{att} is not supported locally"),
             Expr::Sub(text) => self.substitute(text),
         }
@@ -69,35 +67,21 @@ impl Provisioned {
     }
 
     /// A function's environment as its Lambda would see it.
-    pub fn environment(
-        &self,
-        function: &crate::template::Function,
-    ) -> anyhow::Result<HashMap<String, String>> {
+    pub fn environment(&self, function: &crate::template::Function) -> anyhow::Result<HashMap<String, String>> {
         function
             .environment
             .iter()
-            .map(|(k, v)| {
-                Ok((
-                    k.clone(),
-                    self.resolve(v)
-                        .with_context(|| format!("{} env {k}", function.logical_id))?,
-                ))
-            })
+            .map(|(k, v)| Ok((k.clone(), self.resolve(v).with_context(|| format!("{} env {k}", function.logical_id))?)))
             .collect()
     }
 }
 
 fn str_of<'a>(v: &'a Value, key: &str) -> anyhow::Result<&'a str> {
-    v.get(key)
-        .and_then(Value::as_str)
-        .with_context(|| format!("missing {key}"))
+    v.get(key).and_then(Value::as_str).with_context(|| format!("missing {key}"))
 }
 
 fn list<'a>(v: &'a Value, key: &str) -> impl Iterator<Item = &'a Value> {
-    v.get(key)
-        .and_then(Value::as_sequence)
-        .into_iter()
-        .flatten()
+    v.get(key).and_then(Value::as_sequence).into_iter().flatten()
 }
 
 fn key_schema(v: &Value) -> anyhow::Result<Vec<ddb::KeySchemaElement>> {
@@ -121,9 +105,7 @@ pub struct Clients {
 
 impl Clients {
     pub fn new(config: &aws_config::SdkConfig) -> Self {
-        let s3 = aws_sdk_s3::config::Builder::from(config)
-            .force_path_style(true)
-            .build();
+        let s3 = aws_sdk_s3::config::Builder::from(config).force_path_style(true).build();
         Self {
             dynamodb: aws_sdk_dynamodb::Client::new(config),
             sqs: aws_sdk_sqs::Client::new(config),
@@ -141,10 +123,7 @@ pub async fn provision(
     prefix: &str,
     parameters: HashMap<String, String>,
 ) -> anyhow::Result<Provisioned> {
-    let mut out = Provisioned {
-        prefix: prefix.to_owned(),
-        ..Default::default()
-    };
+    let mut out = Provisioned { prefix: prefix.to_owned(), ..Default::default() };
     for (name, default) in &template.parameters {
         if let Some(v) = parameters.get(name).or(default.as_ref()) {
             out.parameters.insert(name.clone(), v.clone());
@@ -168,20 +147,12 @@ pub async fn provision(
         out.refs.insert(r.logical_id.clone(), physical);
         out.arns.insert(r.logical_id.clone(), arn);
     }
-    for r in template
-        .resources
-        .iter()
-        .filter(|r| r.kind == "AWS::DynamoDB::Table")
-    {
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::DynamoDB::Table") {
         create_table(clients, r, &out.refs[&r.logical_id])
             .await
             .with_context(|| format!("creating {}", r.logical_id))?;
     }
-    let queues: Vec<&Resource> = template
-        .resources
-        .iter()
-        .filter(|r| r.kind == "AWS::SQS::Queue")
-        .collect();
+    let queues: Vec<&Resource> = template.resources.iter().filter(|r| r.kind == "AWS::SQS::Queue").collect();
     for r in &queues {
         let url = create_queue(clients, r, &out.refs[&r.logical_id])
             .await
@@ -190,74 +161,33 @@ pub async fn provision(
     }
     for r in &queues {
         if let Some(redrive) = r.properties.get("RedrivePolicy") {
-            let target = Expr::parse(
-                redrive
-                    .get("deadLetterTargetArn")
-                    .context("RedrivePolicy.deadLetterTargetArn")?,
-            )?;
-            let max = redrive
-                .get("maxReceiveCount")
-                .and_then(Value::as_u64)
-                .unwrap_or(5);
+            let target = Expr::parse(redrive.get("deadLetterTargetArn").context("RedrivePolicy.deadLetterTargetArn")?)?;
+            let max = redrive.get("maxReceiveCount").and_then(Value::as_u64).unwrap_or(5);
             let policy = serde_json::json!({"deadLetterTargetArn": out.resolve(&target)?, "maxReceiveCount": max});
             clients
                 .sqs
                 .set_queue_attributes()
                 .queue_url(&out.refs[&r.logical_id])
-                .attributes(
-                    aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
-                    policy.to_string(),
-                )
+                .attributes(aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy, policy.to_string())
                 .send()
                 .await
                 .with_context(|| format!("setting the redrive policy of {}", r.logical_id))?;
         }
     }
-    for r in template
-        .resources
-        .iter()
-        .filter(|r| r.kind == "AWS::S3::Bucket")
-    {
-        create_bucket(clients, r, &out)
-            .await
-            .with_context(|| format!("creating {}", r.logical_id))?;
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::S3::Bucket") {
+        create_bucket(clients, r, &out).await.with_context(|| format!("creating {}", r.logical_id))?;
     }
-    for r in template
-        .resources
-        .iter()
-        .filter(|r| r.kind == "AWS::KMS::Key")
-    {
-        let key = clients
-            .kms
-            .create_key()
-            .description(format!("{prefix} {}", r.logical_id))
-            .send()
-            .await?;
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::KMS::Key") {
+        let key = clients.kms.create_key().description(format!("{prefix} {}", r.logical_id)).send().await?;
         let meta = key.key_metadata().context("created key has no metadata")?;
-        out.refs
-            .insert(r.logical_id.clone(), meta.key_id().to_owned());
-        out.arns.insert(
-            r.logical_id.clone(),
-            meta.arn().unwrap_or_default().to_owned(),
-        );
+        out.refs.insert(r.logical_id.clone(), meta.key_id().to_owned());
+        out.arns.insert(r.logical_id.clone(), meta.arn().unwrap_or_default().to_owned());
     }
-    for r in template
-        .resources
-        .iter()
-        .filter(|r| r.kind == "AWS::KMS::Alias")
-    {
+    for r in template.resources.iter().filter(|r| r.kind == "AWS::KMS::Alias") {
         let name = str_of(&r.properties, "AliasName")?.trim_start_matches("alias/");
         let alias = format!("alias/{prefix}-{name}");
-        let target = out.resolve(&Expr::parse(
-            r.properties.get("TargetKeyId").context("TargetKeyId")?,
-        )?)?;
-        clients
-            .kms
-            .create_alias()
-            .alias_name(&alias)
-            .target_key_id(target)
-            .send()
-            .await?;
+        let target = out.resolve(&Expr::parse(r.properties.get("TargetKeyId").context("TargetKeyId")?)?)?;
+        clients.kms.create_alias().alias_name(&alias).target_key_id(target).send().await?;
         out.refs.insert(r.logical_id.clone(), alias);
     }
     Ok(out)
@@ -267,9 +197,7 @@ fn physical_name(prefix: &str, r: &Resource) -> String {
     let name = format!("{prefix}-{}", r.logical_id);
     match r.kind.as_str() {
         "AWS::S3::Bucket" => name.to_lowercase(),
-        "AWS::SQS::Queue"
-            if r.properties.get("FifoQueue").and_then(Value::as_bool) == Some(true) =>
-        {
+        "AWS::SQS::Queue" if r.properties.get("FifoQueue").and_then(Value::as_bool) == Some(true) => {
             format!("{name}.fifo")
         }
         _ => name,
@@ -278,11 +206,7 @@ fn physical_name(prefix: &str, r: &Resource) -> String {
 
 async fn create_table(clients: &Clients, r: &Resource, name: &str) -> anyhow::Result<()> {
     let p = &r.properties;
-    let mut req = clients
-        .dynamodb
-        .create_table()
-        .table_name(name)
-        .billing_mode(ddb::BillingMode::PayPerRequest);
+    let mut req = clients.dynamodb.create_table().table_name(name).billing_mode(ddb::BillingMode::PayPerRequest);
     for a in list(p, "AttributeDefinitions") {
         req = req.attribute_definitions(
             ddb::AttributeDefinition::builder()
@@ -295,20 +219,12 @@ async fn create_table(clients: &Clients, r: &Resource, name: &str) -> anyhow::Re
     for g in list(p, "GlobalSecondaryIndexes") {
         let projection = g.get("Projection").context("GSI without Projection")?;
         let projection = ddb::Projection::builder()
-            .projection_type(ddb::ProjectionType::from(str_of(
-                projection,
-                "ProjectionType",
-            )?))
+            .projection_type(ddb::ProjectionType::from(str_of(projection, "ProjectionType")?))
             .set_non_key_attributes(
                 projection
                     .get("NonKeyAttributes")
                     .and_then(Value::as_sequence)
-                    .map(|s| {
-                        s.iter()
-                            .filter_map(Value::as_str)
-                            .map(str::to_owned)
-                            .collect()
-                    }),
+                    .map(|s| s.iter().filter_map(Value::as_str).map(str::to_owned).collect()),
             )
             .build();
         req = req.global_secondary_indexes(
@@ -349,10 +265,7 @@ async fn create_queue(clients: &Clients, r: &Resource, name: &str) -> anyhow::Re
         ("MessageRetentionPeriod", A::MessageRetentionPeriod),
         ("DelaySeconds", A::DelaySeconds),
         ("ContentBasedDeduplication", A::ContentBasedDeduplication),
-        (
-            "ReceiveMessageWaitTimeSeconds",
-            A::ReceiveMessageWaitTimeSeconds,
-        ),
+        ("ReceiveMessageWaitTimeSeconds", A::ReceiveMessageWaitTimeSeconds),
     ] {
         let value = match p.get(prop) {
             Some(Value::Bool(b)) => b.to_string(),
@@ -372,15 +285,11 @@ async fn create_bucket(clients: &Clients, r: &Resource, out: &Provisioned) -> an
     use aws_sdk_s3::types as s3;
     let name = &out.refs[&r.logical_id];
     clients.s3.create_bucket().bucket(name).send().await?;
-    let configs = r
-        .properties
-        .get("NotificationConfiguration")
-        .map(|n| list(n, "QueueConfigurations").collect::<Vec<_>>());
+    let configs =
+        r.properties.get("NotificationConfiguration").map(|n| list(n, "QueueConfigurations").collect::<Vec<_>>());
     let mut notifications = s3::NotificationConfiguration::builder();
     for q in configs.into_iter().flatten() {
-        let queue_arn = out.resolve(&Expr::parse(
-            q.get("Queue").context("QueueConfigurations.Queue")?,
-        )?)?;
+        let queue_arn = out.resolve(&Expr::parse(q.get("Queue").context("QueueConfigurations.Queue")?)?)?;
         let mut rules = Vec::new();
         for rule in q
             .get("Filter")
@@ -391,24 +300,17 @@ async fn create_bucket(clients: &Clients, r: &Resource, out: &Provisioned) -> an
         {
             rules.push(
                 s3::FilterRule::builder()
-                    .name(s3::FilterRuleName::from(
-                        str_of(rule, "Name")?.to_lowercase().as_str(),
-                    ))
+                    .name(s3::FilterRuleName::from(str_of(rule, "Name")?.to_lowercase().as_str()))
                     .value(str_of(rule, "Value")?)
                     .build(),
             );
         }
-        let mut config = s3::QueueConfiguration::builder()
-            .queue_arn(queue_arn)
-            .events(s3::Event::from(str_of(q, "Event")?));
+        let mut config =
+            s3::QueueConfiguration::builder().queue_arn(queue_arn).events(s3::Event::from(str_of(q, "Event")?));
         if !rules.is_empty() {
             config = config.filter(
                 s3::NotificationConfigurationFilter::builder()
-                    .key(
-                        s3::S3KeyFilter::builder()
-                            .set_filter_rules(Some(rules))
-                            .build(),
-                    )
+                    .key(s3::S3KeyFilter::builder().set_filter_rules(Some(rules)).build())
                     .build(),
             );
         }

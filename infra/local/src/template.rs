@@ -27,9 +27,7 @@ impl Expr {
                 match t.tag.to_string().trim_start_matches('!') {
                     "Ref" => Ok(Self::Ref(arg.to_owned())),
                     "GetAtt" => {
-                        let (res, att) = arg
-                            .split_once('.')
-                            .context("!GetAtt takes Resource.Attribute")?;
+                        let (res, att) = arg.split_once('.').context("!GetAtt takes Resource.Attribute")?;
                         Ok(Self::GetAtt(res.to_owned(), att.to_owned()))
                     }
                     "Sub" => Ok(Self::Sub(arg.to_owned())),
@@ -106,32 +104,17 @@ impl Template {
             .and_then(|e| e.get("Variables"));
         let mut resources = Vec::new();
         let mut functions = Vec::new();
-        let entries = doc
-            .get("Resources")
-            .and_then(Value::as_mapping)
-            .context("template has no Resources")?;
+        let entries = doc.get("Resources").and_then(Value::as_mapping).context("template has no Resources")?;
         for (id, body) in entries {
             let logical_id = id.as_str().context("resource ids are strings")?.to_owned();
-            let kind = body
-                .get("Type")
-                .and_then(Value::as_str)
-                .context("resource without Type")?
-                .to_owned();
+            let kind = body.get("Type").and_then(Value::as_str).context("resource without Type")?.to_owned();
             let properties = body.get("Properties").cloned().unwrap_or(Value::Null);
             if kind == "AWS::Serverless::Function" {
                 functions.push(parse_function(&logical_id, body, &properties, globals_env)?);
             }
-            resources.push(Resource {
-                logical_id,
-                kind,
-                properties,
-            });
+            resources.push(Resource { logical_id, kind, properties });
         }
-        Ok(Self {
-            parameters,
-            resources,
-            functions,
-        })
+        Ok(Self { parameters, resources, functions })
     }
 
     pub fn function(&self, logical_id: &str) -> Option<&Function> {
@@ -153,48 +136,22 @@ fn parse_function(
         .with_context(|| format!("{logical_id} has no Metadata.BuildProperties.Binary"))?
         .to_owned();
     let mut environment = BTreeMap::new();
-    for vars in [
-        globals_env,
-        props.get("Environment").and_then(|e| e.get("Variables")),
-    ]
-    .into_iter()
-    .flatten()
-    {
+    for vars in [globals_env, props.get("Environment").and_then(|e| e.get("Variables"))].into_iter().flatten() {
         for (k, v) in vars.as_mapping().into_iter().flatten() {
             let k = k.as_str().context("environment names are strings")?;
-            environment.insert(
-                k.to_owned(),
-                Expr::parse(v).with_context(|| format!("{logical_id} env {k}"))?,
-            );
+            environment.insert(k.to_owned(), Expr::parse(v).with_context(|| format!("{logical_id} env {k}"))?);
         }
     }
     let mut routes = Vec::new();
     let mut queues = Vec::new();
     let mut schedules = Vec::new();
-    for (_, event) in props
-        .get("Events")
-        .and_then(Value::as_mapping)
-        .into_iter()
-        .flatten()
-    {
+    for (_, event) in props.get("Events").and_then(Value::as_mapping).into_iter().flatten() {
         let p = event.get("Properties").cloned().unwrap_or(Value::Null);
         match event.get("Type").and_then(Value::as_str) {
             Some("HttpApi") => routes.push(HttpRoute {
-                method: p
-                    .get("Method")
-                    .and_then(Value::as_str)
-                    .unwrap_or("ANY")
-                    .to_uppercase(),
-                path: p
-                    .get("Path")
-                    .and_then(Value::as_str)
-                    .context("HttpApi event without Path")?
-                    .to_owned(),
-                public: p
-                    .get("Auth")
-                    .and_then(|a| a.get("Authorizer"))
-                    .and_then(Value::as_str)
-                    == Some("NONE"),
+                method: p.get("Method").and_then(Value::as_str).unwrap_or("ANY").to_uppercase(),
+                path: p.get("Path").and_then(Value::as_str).context("HttpApi event without Path")?.to_owned(),
+                public: p.get("Auth").and_then(|a| a.get("Authorizer")).and_then(Value::as_str) == Some("NONE"),
             }),
             Some("SQS") => {
                 if let Some(Expr::GetAtt(queue, _)) = p.get("Queue").map(Expr::parse).transpose()? {
@@ -202,25 +159,14 @@ fn parse_function(
                 }
             }
             Some("Schedule" | "ScheduleV2") => {
-                if let Some(s) = p
-                    .get("Schedule")
-                    .or_else(|| p.get("ScheduleExpression"))
-                    .and_then(Value::as_str)
-                {
+                if let Some(s) = p.get("Schedule").or_else(|| p.get("ScheduleExpression")).and_then(Value::as_str) {
                     schedules.push(s.to_owned());
                 }
             }
             _ => {}
         }
     }
-    Ok(Function {
-        logical_id: logical_id.to_owned(),
-        binary,
-        environment,
-        routes,
-        queues,
-        schedules,
-    })
+    Ok(Function { logical_id: logical_id.to_owned(), binary, environment, routes, queues, schedules })
 }
 
 #[cfg(test)]
@@ -230,20 +176,10 @@ mod tests {
     #[test]
     fn the_repository_template_declares_the_tenancy_table_and_the_http_functions() {
         let t = Template::load_default();
-        assert!(
-            t.as_ref()
-                .is_ok_and(|t| t.resources.iter().any(|r| r.kind == "AWS::DynamoDB::Table")),
-            "{t:?}"
-        );
+        assert!(t.as_ref().is_ok_and(|t| t.resources.iter().any(|r| r.kind == "AWS::DynamoDB::Table")), "{t:?}");
         let t = t.ok();
         let control = t.as_ref().and_then(|t| t.function("ControlFunction"));
-        assert!(control.is_some_and(|c| {
-            c.routes
-                .iter()
-                .any(|r| r.path == "/openapi.json" && r.public)
-        }));
-        assert!(control.is_some_and(
-            |c| c.environment.get("TENANCY_TABLE") == Some(&Expr::Ref("TenancyTable".into()))
-        ));
+        assert!(control.is_some_and(|c| { c.routes.iter().any(|r| r.path == "/openapi.json" && r.public) }));
+        assert!(control.is_some_and(|c| c.environment.get("TENANCY_TABLE") == Some(&Expr::Ref("TenancyTable".into()))));
     }
 }

@@ -9,6 +9,47 @@ use crate::ids::{Email, ExternalId, KeyId, TenantId, UserId};
 
 pub use store::{StoreError, TenancyStore};
 
+use std::sync::Arc;
+
+use crate::aws::TenantAccess;
+use crate::error::ApiError;
+
+/// The tenancy store as the function's own role sees it, and as one tenant's scoped session sees it.
+#[derive(Clone)]
+pub struct Stores {
+    own: TenancyStore,
+    access: Option<Arc<TenantAccess>>,
+}
+
+impl Stores {
+    pub fn new(own: TenancyStore, access: Option<TenantAccess>) -> Self {
+        Self { own, access: access.map(Arc::new) }
+    }
+
+    /// Built from the configuration: the scoped role where `TENANT_ACCESS_ROLE_ARN` is set.
+    pub fn from_config(config: &crate::Config, sdk: &aws_config::SdkConfig) -> Self {
+        let own = TenancyStore::new(crate::aws::dynamodb(sdk), &config.tenancy_table);
+        let access = config.tenant_access_role_arn.as_ref().map(|arn| TenantAccess::new(sdk, arn));
+        Self::new(own, access)
+    }
+
+    /// For operator work and cross-tenant lookups (the issuer index): the function's own role.
+    pub fn own(&self) -> &TenancyStore {
+        &self.own
+    }
+
+    /// For work on one tenant's items: credentials that reach only that tenant's partition.
+    pub async fn tenant(&self, tenant: &TenantId) -> Result<TenancyStore, ApiError> {
+        match &self.access {
+            None => Ok(self.own.clone()),
+            Some(access) => {
+                let client = access.dynamodb(tenant).await.map_err(ApiError::internal)?;
+                Ok(self.own.with_client(client))
+            }
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {

@@ -15,9 +15,7 @@ use anyhow::Context;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
 
 use super::{ApiKey, AuthSettings, Status, Tenant, TenantName, User, UserPatch};
 use crate::apikey::{self, NewKey};
@@ -49,9 +47,7 @@ impl StoreError {
     }
 }
 
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(
-    what: &'static str,
-) -> impl FnOnce(E) -> StoreError {
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
 }
 
@@ -60,27 +56,19 @@ fn s(v: impl Into<String>) -> AttributeValue {
 }
 
 fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key)
-        .and_then(|v| v.as_s().ok())
-        .map(String::as_str)
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
 }
 
 fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
-    get_s(item, key)
-        .map(str::to_owned)
-        .with_context(|| format!("stored item lacks `{key}`"))
+    get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
 }
 
-fn is_conditional_failure<R>(
-    e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>,
-) -> bool {
-    e.as_service_error()
-        .is_some_and(|e| e.is_conditional_check_failed_exception())
+fn is_conditional_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>) -> bool {
+    e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception())
 }
 
 fn transaction_cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> bool {
-    e.as_service_error()
-        .is_some_and(|e| e.is_transaction_canceled_exception())
+    e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception())
 }
 
 const TENANT_SK: &str = "tenant";
@@ -126,10 +114,7 @@ fn user_from(item: &Item) -> anyhow::Result<User> {
         tenant_id: TenantId::parse(&req_s(item, "pk")?)?,
         id: UserId::parse(&req_s(item, "user_id")?)?,
         external_id: ExternalId::parse(&req_s(item, "external_id")?).map_err(anyhow::Error::msg)?,
-        email: get_s(item, "email")
-            .map(Email::parse)
-            .transpose()
-            .map_err(anyhow::Error::msg)?,
+        email: get_s(item, "email").map(Email::parse).transpose().map_err(anyhow::Error::msg)?,
         status: Status::parse(&req_s(item, "status")?).context("stored user status")?,
         created_at: req_s(item, "created_at")?,
         updated_at: req_s(item, "updated_at")?,
@@ -156,18 +141,17 @@ pub struct TenancyStore {
 
 impl TenancyStore {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
-        Self {
-            client,
-            table: table.into(),
-        }
+        Self { client, table: table.into() }
+    }
+
+    /// The same table through other credentials (a tenant-scoped session).
+    pub fn with_client(&self, client: Client) -> Self {
+        Self { client, table: self.table.clone() }
     }
 
     fn put(&self, item: Item, condition: &str) -> anyhow::Result<TransactWriteItem> {
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .build()?;
+        let put =
+            Put::builder().table_name(&self.table).set_item(Some(item)).condition_expression(condition).build()?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
 
@@ -227,10 +211,7 @@ impl TenancyStore {
     }
 
     /// Tenants in creation order; the cursor is the last tenant's index position.
-    pub async fn list_tenants(
-        &self,
-        page: &Page,
-    ) -> Result<(Vec<Tenant>, Option<String>), StoreError> {
+    pub async fn list_tenants(&self, page: &Page) -> Result<(Vec<Tenant>, Option<String>), StoreError> {
         let mut q = self
             .client
             .query()
@@ -248,23 +229,12 @@ impl TenancyStore {
                 .exclusive_start_key("sk", s(TENANT_SK));
         }
         let out = q.send().await.map_err(unavailable("listing tenants"))?;
-        let tenants = out
-            .items()
-            .iter()
-            .map(tenant_from)
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let next = out
-            .last_evaluated_key()
-            .and_then(|k| get_s(k, "gsi1sk"))
-            .map(str::to_owned);
+        let tenants = out.items().iter().map(tenant_from).collect::<anyhow::Result<Vec<_>>>()?;
+        let next = out.last_evaluated_key().and_then(|k| get_s(k, "gsi1sk")).map(str::to_owned);
         Ok((tenants, next))
     }
 
-    pub async fn set_tenant_status(
-        &self,
-        id: &TenantId,
-        status: Status,
-    ) -> Result<Tenant, StoreError> {
+    pub async fn set_tenant_status(&self, id: &TenantId, status: Status) -> Result<Tenant, StoreError> {
         let out = self
             .client
             .update_item()
@@ -280,13 +250,8 @@ impl TenancyStore {
             .send()
             .await;
         match out {
-            Ok(out) => Ok(tenant_from(
-                out.attributes().context("update returned no item")?,
-            )?),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Ok(out) => Ok(tenant_from(out.attributes().context("update returned no item")?)?),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::NotFound)
             }
             Err(e) => Err(unavailable("changing a tenant's status")(e)),
@@ -340,51 +305,28 @@ impl TenancyStore {
             .limit(page.limit);
         if let Some(after) = &page.after {
             if !after.starts_with(prefix) {
-                return Err(StoreError::Conflict(
-                    "cursor belongs to another list".into(),
-                ));
+                return Err(StoreError::Conflict("cursor belongs to another list".into()));
             }
-            q = q
-                .exclusive_start_key("pk", s(tenant.as_str()))
-                .exclusive_start_key("sk", s(after));
+            q = q.exclusive_start_key("pk", s(tenant.as_str())).exclusive_start_key("sk", s(after));
         }
-        let out = q
-            .send()
-            .await
-            .map_err(unavailable("querying a tenant's items"))?;
-        let next = out
-            .last_evaluated_key()
-            .and_then(|k| get_s(k, "sk"))
-            .map(str::to_owned);
+        let out = q.send().await.map_err(unavailable("querying a tenant's items"))?;
+        let next = out.last_evaluated_key().and_then(|k| get_s(k, "sk")).map(str::to_owned);
         Ok((out.items.unwrap_or_default(), next))
     }
 
-    pub async fn list_keys(
-        &self,
-        tenant: &TenantId,
-        page: &Page,
-    ) -> Result<(Vec<ApiKey>, Option<String>), StoreError> {
+    pub async fn list_keys(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<ApiKey>, Option<String>), StoreError> {
         let (items, next) = self.query_prefix(tenant, "key#", page).await?;
-        Ok((
-            items.iter().map(key_from).collect::<anyhow::Result<_>>()?,
-            next,
-        ))
+        Ok((items.iter().map(key_from).collect::<anyhow::Result<_>>()?, next))
     }
 
     /// Marks a key revoked (kept, so a caller presenting it is told it was revoked). Refuses to revoke the
     /// tenant's last active key, which would lock the tenant out.
     pub async fn revoke_key(&self, tenant: &TenantId, id: &KeyId) -> Result<ApiKey, StoreError> {
         let mut active_others = 0;
-        let mut page = Page {
-            limit: 100,
-            after: None,
-        };
+        let mut page = Page { limit: 100, after: None };
         loop {
             let (keys, next) = self.list_keys(tenant, &page).await?;
-            active_others += keys
-                .iter()
-                .filter(|k| k.revoked_at.is_none() && &k.id != id)
-                .count();
+            active_others += keys.iter().filter(|k| k.revoked_at.is_none() && &k.id != id).count();
             match next {
                 Some(after) => page.after = Some(after),
                 None => break,
@@ -392,8 +334,7 @@ impl TenancyStore {
         }
         if active_others == 0 {
             return Err(StoreError::Conflict(
-                "this is the tenant's last active API key; create another before revoking it"
-                    .into(),
+                "this is the tenant's last active API key; create another before revoking it".into(),
             ));
         }
         let out = self
@@ -409,13 +350,8 @@ impl TenancyStore {
             .send()
             .await;
         match out {
-            Ok(out) => Ok(key_from(
-                out.attributes().context("update returned no item")?,
-            )?),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Ok(out) => Ok(key_from(out.attributes().context("update returned no item")?)?),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::NotFound)
             }
             Err(e) => Err(unavailable("revoking an API key")(e)),
@@ -429,14 +365,8 @@ impl TenancyStore {
         key: &KeyId,
     ) -> Result<(Option<Tenant>, Option<ApiKey>), StoreError> {
         let keys = KeysAndAttributes::builder()
-            .keys(HashMap::from([
-                ("pk".into(), s(tenant.as_str())),
-                ("sk".into(), s(TENANT_SK)),
-            ]))
-            .keys(HashMap::from([
-                ("pk".into(), s(tenant.as_str())),
-                ("sk".into(), s(key_sk(key))),
-            ]))
+            .keys(HashMap::from([("pk".into(), s(tenant.as_str())), ("sk".into(), s(TENANT_SK))]))
+            .keys(HashMap::from([("pk".into(), s(tenant.as_str())), ("sk".into(), s(key_sk(key)))]))
             .consistent_read(true)
             .build()
             .context("building the key lookup")?;
@@ -448,15 +378,9 @@ impl TenancyStore {
             .await
             .map_err(unavailable("reading a tenant and key"))?;
         if out.unprocessed_keys().is_some_and(|u| !u.is_empty()) {
-            return Err(StoreError::Unavailable(anyhow::anyhow!(
-                "key lookup throttled"
-            )));
+            return Err(StoreError::Unavailable(anyhow::anyhow!("key lookup throttled")));
         }
-        let items = out
-            .responses()
-            .and_then(|r| r.get(&self.table))
-            .cloned()
-            .unwrap_or_default();
+        let items = out.responses().and_then(|r| r.get(&self.table)).cloned().unwrap_or_default();
         let mut found = (None, None);
         for item in &items {
             match get_s(item, "sk") {
@@ -479,19 +403,16 @@ impl TenancyStore {
             .key("pk", s(tenant.as_str()))
             .key("sk", s(key_sk(key)))
             .update_expression("SET last_used_at = :now")
-            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :cutoff)")
+            .condition_expression(
+                "attribute_exists(pk) AND (attribute_not_exists(last_used_at) OR last_used_at < :cutoff)",
+            )
             .expression_attribute_values(":now", s(crate::time::format(now)))
             .expression_attribute_values(":cutoff", s(cutoff))
             .send()
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(())
-            }
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
             Err(e) => Err(unavailable("stamping a key's last use")(e)),
         }
     }
@@ -532,14 +453,10 @@ impl TenancyStore {
             .await;
         match out {
             Ok(_) => Ok((user, true)),
-            Err(e) if transaction_cancelled(&e) => {
-                match self.user_by_external_id(tenant, external_id).await? {
-                    Some(existing) => Ok((existing, false)),
-                    None => Err(StoreError::Conflict(
-                        "the user was being created concurrently; retry".into(),
-                    )),
-                }
-            }
+            Err(e) if transaction_cancelled(&e) => match self.user_by_external_id(tenant, external_id).await? {
+                Some(existing) => Ok((existing, false)),
+                None => Err(StoreError::Conflict("the user was being created concurrently; retry".into())),
+            },
             Err(e) => Err(unavailable("creating a user")(e)),
         }
     }
@@ -600,24 +517,12 @@ impl TenancyStore {
         Ok(user_from(out.item().ok_or(StoreError::NotFound)?)?)
     }
 
-    pub async fn list_users(
-        &self,
-        tenant: &TenantId,
-        page: &Page,
-    ) -> Result<(Vec<User>, Option<String>), StoreError> {
+    pub async fn list_users(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<User>, Option<String>), StoreError> {
         let (items, next) = self.query_prefix(tenant, "user#", page).await?;
-        Ok((
-            items.iter().map(user_from).collect::<anyhow::Result<_>>()?,
-            next,
-        ))
+        Ok((items.iter().map(user_from).collect::<anyhow::Result<_>>()?, next))
     }
 
-    pub async fn update_user(
-        &self,
-        tenant: &TenantId,
-        id: &UserId,
-        patch: UserPatch,
-    ) -> Result<User, StoreError> {
+    pub async fn update_user(&self, tenant: &TenantId, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
         let mut set = vec!["updated_at = :now"];
         let mut remove = vec![];
         let mut q = self
@@ -631,9 +536,7 @@ impl TenancyStore {
             .return_values(ReturnValue::AllNew);
         if let Some(status) = patch.status {
             set.push("#st = :st");
-            q = q
-                .expression_attribute_names("#st", "status")
-                .expression_attribute_values(":st", s(status.as_str()));
+            q = q.expression_attribute_names("#st", "status").expression_attribute_values(":st", s(status.as_str()));
         }
         match patch.email {
             Some(Some(email)) => {
@@ -648,35 +551,28 @@ impl TenancyStore {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
         match q.update_expression(expr).send().await {
-            Ok(out) => Ok(user_from(
-                out.attributes().context("update returned no item")?,
-            )?),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Ok(out) => Ok(user_from(out.attributes().context("update returned no item")?)?),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::NotFound)
             }
             Err(e) => Err(unavailable("updating a user")(e)),
         }
     }
 
-    /// Sets the tenant's login. Two tenants may not claim the same issuer and audience, or a token could
-    /// not tell which tenant it is for.
-    pub async fn put_auth(
-        &self,
-        tenant: &TenantId,
-        settings: &AuthSettings,
-    ) -> Result<(), StoreError> {
+    /// Two tenants may not claim the same issuer and audience, or a token could not tell which tenant it
+    /// is for. Reads the issuer index, so it needs the function's own role, not a tenant session.
+    pub async fn check_issuer_free(&self, tenant: &TenantId, settings: &AuthSettings) -> Result<(), StoreError> {
         let claimed = self.auth_by_issuer(&settings.issuer).await?;
-        if claimed
-            .iter()
-            .any(|(t, a)| t != tenant && a.audience == settings.audience)
-        {
+        if claimed.iter().any(|(t, a)| t != tenant && a.audience == settings.audience) {
             return Err(StoreError::Conflict(
                 "another tenant already uses this issuer with this audience; use an audience unique to your app".into(),
             ));
         }
+        Ok(())
+    }
+
+    /// Sets the tenant's login (after [`Self::check_issuer_free`]).
+    pub async fn put_auth(&self, tenant: &TenantId, settings: &AuthSettings) -> Result<(), StoreError> {
         self.client
             .put_item()
             .table_name(&self.table)
@@ -719,10 +615,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
                 Err(StoreError::NotFound)
             }
             Err(e) => Err(unavailable("deleting login settings")(e)),
@@ -730,10 +623,7 @@ impl TenancyStore {
     }
 
     /// Every tenant whose login uses this issuer (usually one).
-    pub async fn auth_by_issuer(
-        &self,
-        issuer: &str,
-    ) -> Result<Vec<(TenantId, AuthSettings)>, StoreError> {
+    pub async fn auth_by_issuer(&self, issuer: &str) -> Result<Vec<(TenantId, AuthSettings)>, StoreError> {
         let out = self
             .client
             .query()
@@ -745,10 +635,6 @@ impl TenancyStore {
             .send()
             .await
             .map_err(unavailable("finding a tenant by issuer"))?;
-        Ok(out
-            .items()
-            .iter()
-            .map(auth_from)
-            .collect::<anyhow::Result<_>>()?)
+        Ok(out.items().iter().map(auth_from).collect::<anyhow::Result<_>>()?)
     }
 }
