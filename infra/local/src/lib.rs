@@ -4,6 +4,7 @@
 pub mod gateway;
 pub mod provision;
 pub mod template;
+pub mod workers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -65,6 +66,12 @@ impl Stack {
         ]);
         let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
         Ok(Self { template, provisioned, router, sdk })
+    }
+
+    /// Starts the queue pollers and schedule ticks of the template's event-driven functions.
+    pub fn spawn_workers(&self, workers: &workers::Workers) -> Vec<tokio::task::JoinHandle<()>> {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        workers::spawn(&self.template, &self.provisioned, sqs, workers, workers::default_tick_cap())
     }
 
     /// Serves on `listener` until the future is dropped.

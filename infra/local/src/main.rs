@@ -14,6 +14,8 @@ async fn main() -> anyhow::Result<()> {
     let prefix = std::env::var("TENANTRY_LOCAL_PREFIX").unwrap_or_else(|_| "tenantry".into());
     let sdk = shared::aws::sdk_config().await;
     let stack = Stack::start(sdk, Options { prefix, operator_key: operator_key.clone(), jwt: None }).await?;
+    // Queue-triggered and scheduled functions register their handlers here as they arrive.
+    let _workers = stack.spawn_workers(&tenantry_local::workers::Workers::default());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("port {port} is taken; set TENANTRY_PORT"))?;
