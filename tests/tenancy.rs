@@ -317,3 +317,27 @@ async fn tenant_work_runs_on_a_per_tenant_sts_session_that_is_reused() {
         .await;
     assert!(listed.is_ok(), "the session reaches the table: {listed:?}");
 }
+
+#[tokio::test]
+async fn the_authorizer_fails_closed_with_503_when_the_tenancy_table_cannot_be_read() {
+    let s = start().await;
+    let t = s.tenant("Closed").await;
+    let config = shared::Config::from_lookup(|k| (k == "TENANCY_TABLE").then(|| "no-such-table".to_owned()))
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let store = shared::tenancy::TenancyStore::new(s.dynamodb.clone(), "no-such-table");
+    let authorizer = authorizer::Authorizer::new(&config, store, shared::jwt::http_client());
+    let mut headers = http::HeaderMap::new();
+    headers.insert("x-api-key", t.api_key.parse().unwrap_or_else(|e| panic!("{e}")));
+    let verdict = authorizer.authorize(&headers).await;
+    assert!(
+        matches!(&verdict, shared::auth::Principal::Anonymous { status: 503, code, .. } if code == "auth_unavailable"),
+        "{verdict:?}"
+    );
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        "authorization",
+        format!("Bearer {}", integration_tests::user_token(&s, &t, "u")).parse().unwrap_or_else(|e| panic!("{e}")),
+    );
+    let verdict = authorizer.authorize(&headers).await;
+    assert!(matches!(verdict, shared::auth::Principal::Anonymous { status: 503, .. }), "{verdict:?}");
+}

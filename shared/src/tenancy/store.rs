@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
 
@@ -63,8 +63,9 @@ fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
     get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
 }
 
-fn is_conditional_failure<R>(e: &SdkError<aws_sdk_dynamodb::operation::put_item::PutItemError, R>) -> bool {
-    e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception())
+/// Whether a write was refused by its condition expression (the expected outcome of a conditional write).
+fn conditional_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
 }
 
 fn transaction_cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> bool {
@@ -251,9 +252,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(out) => Ok(tenant_from(out.attributes().context("update returned no item")?)?),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound)
-            }
+            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
             Err(e) => Err(unavailable("changing a tenant's status")(e)),
         }
     }
@@ -272,7 +271,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(_) => {}
-            Err(e) if is_conditional_failure(&e) => {
+            Err(e) if conditional_failed(&e) => {
                 return Err(StoreError::Conflict("key id collision".into()));
             }
             Err(e) => return Err(unavailable("storing an API key")(e)),
@@ -351,9 +350,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(out) => Ok(key_from(out.attributes().context("update returned no item")?)?),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound)
-            }
+            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
             Err(e) => Err(unavailable("revoking an API key")(e)),
         }
     }
@@ -412,7 +409,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => Ok(()),
+            Err(e) if conditional_failed(&e) => Ok(()),
             Err(e) => Err(unavailable("stamping a key's last use")(e)),
         }
     }
@@ -552,9 +549,7 @@ impl TenancyStore {
         }
         match q.update_expression(expr).send().await {
             Ok(out) => Ok(user_from(out.attributes().context("update returned no item")?)?),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound)
-            }
+            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
             Err(e) => Err(unavailable("updating a user")(e)),
         }
     }
@@ -615,9 +610,7 @@ impl TenancyStore {
             .await;
         match out {
             Ok(_) => Ok(()),
-            Err(e) if e.as_service_error().is_some_and(|e| e.is_conditional_check_failed_exception()) => {
-                Err(StoreError::NotFound)
-            }
+            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
             Err(e) => Err(unavailable("deleting login settings")(e)),
         }
     }
