@@ -142,7 +142,9 @@ async fn a_user_is_created_once_per_external_id_listed_fetched_and_disabled() {
     assert!(patched.body["email"].is_null());
     s.call("PATCH", &format!("/v1/users/{id}"), auth.clone(), Some(json!({}))).await.assert_error(400, "invalid_body");
     s.call("GET", "/v1/users/usr_00000000000000000000000000", auth.clone(), None).await.assert_error(404, "not_found");
-    s.call("GET", "/v1/users/not-an-id", auth, None).await.assert_error(404, "not_found");
+    s.call("GET", "/v1/users/not-an-id", auth.clone(), None).await.assert_error(404, "not_found");
+    let keys_cursor = shared::http::encode_cursor("key#key_00000000000000000000000000");
+    s.call("GET", &format!("/v1/users?cursor={keys_cursor}"), auth, None).await.assert_error(400, "invalid_cursor");
 }
 
 #[tokio::test]

@@ -32,6 +32,8 @@ pub enum StoreError {
     NotFound,
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("the cursor belongs to another list")]
+    BadCursor,
     #[error("the tenancy table could not be reached")]
     Unavailable(#[from] anyhow::Error),
 }
@@ -42,6 +44,10 @@ impl StoreError {
         match self {
             Self::NotFound => ApiError::not_found(what),
             Self::Conflict(message) => ApiError::conflict("conflict", message),
+            Self::BadCursor => ApiError::bad_request(
+                "invalid_cursor",
+                "cursor is not one we issued for this list; pass next_cursor back unchanged",
+            ),
             Self::Unavailable(e) => ApiError::internal(e),
         }
     }
@@ -304,7 +310,7 @@ impl TenancyStore {
             .limit(page.limit);
         if let Some(after) = &page.after {
             if !after.starts_with(prefix) {
-                return Err(StoreError::Conflict("cursor belongs to another list".into()));
+                return Err(StoreError::BadCursor);
             }
             q = q.exclusive_start_key("pk", s(tenant.as_str())).exclusive_start_key("sk", s(after));
         }
