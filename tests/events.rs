@@ -21,7 +21,18 @@ async fn serve(router: axum::Router, event: &str) -> (u16, serde_json::Value) {
 async fn every_sample_event_is_served_by_its_function() {
     let s = start().await;
     let stores = Stores::new(TenancyStore::new(s.dynamodb.clone(), &s.table), None);
-    let control = || control::router(control::AppState { stores: stores.clone(), allow_loopback_jwks: false });
+    let sdk = shared::aws::sdk_config().await;
+    let kms = aws_sdk_kms::Client::new(&sdk);
+    let key = kms.create_key().send().await.ok().and_then(|k| k.key_metadata).map(|m| m.key_id).unwrap_or_default();
+    let vault = std::sync::Arc::new(shared::vault::Vault::new(kms, key));
+    let control = || {
+        control::router(control::AppState {
+            stores: stores.clone(),
+            allow_loopback_jwks: false,
+            vault: vault.clone(),
+            public_url: s.base.clone(),
+        })
+    };
     let data = || data::router(data::AppState { stores: stores.clone() });
 
     let (status, body) = serve(control(), include_str!("../events/control/openapi.json")).await;

@@ -9,6 +9,7 @@ fn served(function: &str) -> BTreeSet<String> {
     let routes = match function {
         "ControlFunction" => control::routes().served(),
         "DataFunction" => data::routes().served(),
+        "ConnectFunction" => connect::routes().served(),
         other => panic!("no router for {other}"),
     };
     routes.into_iter().map(|(m, p)| format!("{m} {p}")).collect()
@@ -32,10 +33,22 @@ fn every_served_route_is_in_the_openapi_document_and_the_template_and_nothing_el
     assert!(extra.is_empty(), "in shared/openapi.yaml but served by no function: {extra:?}");
 }
 
+/// Public routes are the document, and the browser's side of connecting: the Connect page (its link is the
+/// credential) and the providers' way back (its `state` is).
 #[test]
-fn only_the_openapi_document_is_public() {
+fn only_the_openapi_document_the_connect_page_and_the_oauth_callback_are_public() {
     let template = Template::load_default().unwrap_or_else(|e| panic!("template.yaml: {e:?}"));
-    let public: Vec<String> =
+    let mut public: Vec<String> =
         template.functions.iter().flat_map(|f| f.routes.iter()).filter(|r| r.public).map(|r| r.path.clone()).collect();
-    assert_eq!(public, vec!["/openapi.json".to_owned()]);
+    public.sort();
+    assert_eq!(
+        public,
+        vec![
+            "/connect/{link}",
+            "/connect/{link}/{provider}/connect",
+            "/connect/{link}/{provider}/disconnect",
+            "/oauth/{provider}/callback",
+            "/openapi.json"
+        ]
+    );
 }

@@ -87,3 +87,9 @@ impl TenantAccess {
         Ok(credentials)
     }
 }
+
+/// The token vault on the configured KMS key (`TOKEN_KEY_ID`).
+pub fn vault(config: &crate::Config, sdk: &aws_config::SdkConfig) -> anyhow::Result<crate::vault::Vault> {
+    let key = config.token_key_id.clone().context("TOKEN_KEY_ID is not set")?;
+    Ok(crate::vault::Vault::new(aws_sdk_kms::Client::new(sdk), key))
+}

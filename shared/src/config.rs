@@ -13,6 +13,13 @@ pub struct Config {
     /// The role assumed per tenant for tenant-keyed tables (`TenantAccessRole`); unset, the function's own
     /// role is used.
     pub tenant_access_role_arn: Option<String>,
+    /// The KMS key of the token vault (`TOKEN_KEY_ID`); functions that seal or open secrets need it.
+    pub token_key_id: Option<String>,
+    /// Where the API is reachable from a browser (`TENANTRY_PUBLIC_URL`), for Connect links and OAuth
+    /// redirect URIs.
+    pub public_url: Option<String>,
+    /// `TENANTRY_<PROVIDER>_URL` overrides of provider endpoints.
+    pub providers: crate::providers::Overrides,
 }
 
 impl Config {
@@ -30,6 +37,10 @@ impl Config {
             None => None,
         };
         let tenant_access_role_arn = get("TENANT_ACCESS_ROLE_ARN").filter(|v| !v.is_empty());
-        Ok(Self { tenancy_table, operator_key, tenant_access_role_arn })
+        let token_key_id = get("TOKEN_KEY_ID").filter(|v| !v.is_empty());
+        let public_url =
+            get("TENANTRY_PUBLIC_URL").filter(|v| !v.is_empty()).map(|u| u.trim_end_matches('/').to_owned());
+        let providers = crate::providers::Overrides::from_lookup(|k| get(k).filter(|v| !v.is_empty()));
+        Ok(Self { tenancy_table, operator_key, tenant_access_role_arn, token_key_id, public_url, providers })
     }
 }

@@ -5,14 +5,17 @@ pub mod apikey;
 pub mod auth;
 pub mod aws;
 pub mod config;
+pub mod connect;
 pub mod error;
 pub mod http;
 pub mod ids;
 pub mod jwt;
 pub mod openapi;
+pub mod providers;
 pub mod telemetry;
 pub mod tenancy;
 pub mod time;
+pub mod vault;
 
 pub use config::Config;
 pub use error::ApiError;

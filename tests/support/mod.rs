@@ -24,6 +24,8 @@ pub struct TestStack {
     pub table: String,
     /// The issuer URL of this test's JWKS server (its JWKS is at `{issuer}/jwks.json`).
     pub issuer: String,
+    /// This test's sandbox providers by provider id (`oura` -> `http://127.0.0.1:PORT`).
+    pub sandboxes: std::collections::HashMap<String, String>,
 }
 
 /// A tenant made through the operator API.
@@ -49,14 +51,29 @@ async fn try_start() -> anyhow::Result<TestStack> {
     let operator_key = format!("op_test_{}", ulid::Ulid::new());
     let sdk = shared::aws::sdk_config().await;
     let jwt = JwtVerifier::with_settings(shared::jwt::http_client(), Duration::from_secs(600), Duration::ZERO, 5);
-    let stack = Stack::start(
-        sdk.clone(),
-        Options { prefix: prefix.clone(), operator_key: operator_key.clone(), jwt: Some(jwt) },
-    )
-    .await?;
-    let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
+    let mut extra_env = std::collections::HashMap::new();
+    let mut sandboxes = std::collections::HashMap::new();
+    let running = sandbox::start_all(std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    for r in &running {
+        extra_env.insert(r.provider.env_var().to_owned(), r.url.clone());
+        sandboxes.insert(r.provider.id().to_owned(), r.url.clone());
+    }
+    let options = Options {
+        prefix: prefix.clone(),
+        operator_key: operator_key.clone(),
+        jwt: Some(jwt),
+        public_url: base.clone(),
+        extra_env,
+    };
+    let stack = Stack::start(sdk.clone(), options).await?;
+    let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
+    // The sandboxes live as long as the test's runtime: they stop when `running` is dropped with it.
+    tokio::spawn(async move {
+        let _keep = running;
+        std::future::pending::<()>().await
+    });
     tokio::spawn(stack.serve(listener));
     let issuer = serve_jwks().await?;
     Ok(TestStack {
@@ -67,6 +84,7 @@ async fn try_start() -> anyhow::Result<TestStack> {
         dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
         table,
         issuer,
+        sandboxes,
     })
 }
 

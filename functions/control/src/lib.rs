@@ -1,6 +1,10 @@
 //! The control plane: the operator's tenant registry (`/admin/v1`), a tenant's API keys and settings
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
+pub mod provider_settings;
+
+use std::sync::Arc;
+
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
@@ -17,6 +21,10 @@ pub struct AppState {
     /// Accept `http://` JWKS URLs on loopback. Only the local stack sets it: in Lambda, loopback is the
     /// runtime API, which a tenant must never make the authorizer call.
     pub allow_loopback_jwks: bool,
+    /// Seals provider apps' client secrets.
+    pub vault: Arc<shared::vault::Vault>,
+    /// The API's public base URL, for the redirect URIs tenants register at providers.
+    pub public_url: String,
 }
 
 /// Every route this function serves.
@@ -33,6 +41,11 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/settings/auth", get_auth)
         .put("/v1/settings/auth", put_auth)
         .delete("/v1/settings/auth", delete_auth)
+        .get("/v1/settings/providers", provider_settings::list_apps)
+        .get("/v1/settings/providers/{provider}", provider_settings::get_app)
+        .put("/v1/settings/providers/{provider}", provider_settings::put_app)
+        .get("/v1/settings/connect", provider_settings::get_connect)
+        .put("/v1/settings/connect", provider_settings::put_connect)
         .get("/openapi.json", openapi)
 }
 

@@ -1,3 +1,6 @@
+use std::sync::Arc;
+
+use anyhow::Context;
 use shared::tenancy::Stores;
 
 #[tokio::main]
@@ -5,6 +8,11 @@ async fn main() -> Result<(), lambda_http::Error> {
     shared::telemetry::init();
     let config = shared::Config::from_env()?;
     let aws = shared::aws::sdk_config().await;
-    let stores = Stores::from_config(&config, &aws);
-    lambda_http::run(control::router(control::AppState { stores, allow_loopback_jwks: false })).await
+    let state = control::AppState {
+        stores: Stores::from_config(&config, &aws),
+        allow_loopback_jwks: false,
+        vault: Arc::new(shared::aws::vault(&config, &aws)?),
+        public_url: config.public_url.clone().context("TENANTRY_PUBLIC_URL is not set")?,
+    };
+    lambda_http::run(control::router(state)).await
 }

@@ -33,18 +33,25 @@ pub struct Options {
     pub operator_key: String,
     /// Overrides the authorizer's JWT verifier (tests shorten its cache intervals).
     pub jwt: Option<JwtVerifier>,
+    /// Where browsers reach this stack (the template's `PublicUrl`), e.g. `http://127.0.0.1:3000`.
+    pub public_url: String,
+    /// Extra environment for every function, e.g. `TENANTRY_OURA_URL` pointing at a sandbox provider.
+    pub extra_env: HashMap<String, String>,
 }
 
 impl Stack {
     pub async fn start(sdk: aws_config::SdkConfig, options: Options) -> anyhow::Result<Self> {
         let template = Template::load_default()?;
         let clients = Clients::new(&sdk);
-        let parameters = HashMap::from([("OperatorKey".to_owned(), options.operator_key.clone())]);
+        let parameters = HashMap::from([
+            ("OperatorKey".to_owned(), options.operator_key.clone()),
+            ("PublicUrl".to_owned(), options.public_url.clone()),
+        ]);
         let provisioned = provision::provision(&clients, &template, &options.prefix, parameters).await?;
         let env_of = |logical: &str| -> anyhow::Result<shared::Config> {
             let f = template.function(logical).with_context(|| format!("template has no {logical}"))?;
             let env = provisioned.environment(f)?;
-            shared::Config::from_lookup(|k| env.get(k).cloned())
+            shared::Config::from_lookup(|k| env.get(k).or_else(|| options.extra_env.get(k)).cloned())
         };
         let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
         let store = |c: &shared::Config| TenancyStore::new(dynamodb.clone(), &c.tenancy_table);
@@ -57,12 +64,25 @@ impl Stack {
         }
         let control = env_of("ControlFunction")?;
         let data = env_of("DataFunction")?;
+        let connect = env_of("ConnectFunction")?;
+        let public_url = |c: &shared::Config| c.public_url.clone().context("TENANTRY_PUBLIC_URL");
+        let control_state = control::AppState {
+            stores: stores(&control),
+            allow_loopback_jwks: true,
+            vault: Arc::new(shared::aws::vault(&control, &sdk)?),
+            public_url: public_url(&control)?,
+        };
+        let connect_state = connect::AppState {
+            stores: stores(&connect),
+            vault: Arc::new(shared::aws::vault(&connect, &sdk)?),
+            http: reqwest::Client::new(),
+            public_url: public_url(&connect)?,
+            providers: connect.providers.clone(),
+        };
         let functions = HashMap::from([
-            (
-                "ControlFunction".to_owned(),
-                control::router(control::AppState { stores: stores(&control), allow_loopback_jwks: true }),
-            ),
+            ("ControlFunction".to_owned(), control::router(control_state)),
             ("DataFunction".to_owned(), data::router(data::AppState { stores: stores(&data) })),
+            ("ConnectFunction".to_owned(), connect::router(connect_state)),
         ]);
         let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
         Ok(Self { template, provisioned, router, sdk })

@@ -13,13 +13,22 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("TENANTRY_OPERATOR_KEY").context("TENANTRY_OPERATOR_KEY is not set (./dev up sets it)")?;
     let prefix = std::env::var("TENANTRY_LOCAL_PREFIX").unwrap_or_else(|_| "tenantry".into());
     let sdk = shared::aws::sdk_config().await;
-    let stack = Stack::start(sdk, Options { prefix, operator_key: operator_key.clone(), jwt: None }).await?;
-    // Queue-triggered and scheduled functions register their handlers here as they arrive.
-    let _workers = stack.spawn_workers(&tenantry_local::workers::Workers::default());
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
         .await
         .with_context(|| format!("port {port} is taken; set TENANTRY_PORT"))?;
     let base = format!("http://127.0.0.1:{port}");
+    // Every provider is a local sandbox unless TENANTRY_<PROVIDER>_URL already points somewhere.
+    let mut extra_env = std::collections::HashMap::new();
+    let sandboxes = sandbox::start_all(std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    for running in &sandboxes {
+        let var = running.provider.env_var();
+        extra_env.insert(var.to_owned(), std::env::var(var).unwrap_or_else(|_| running.url.clone()));
+    }
+    let options =
+        Options { prefix, operator_key: operator_key.clone(), jwt: None, public_url: base.clone(), extra_env };
+    let stack = Stack::start(sdk, options).await?;
+    // Queue-triggered and scheduled functions register their handlers here as they arrive.
+    let _workers = stack.spawn_workers(&tenantry_local::workers::Workers::default());
     let routes: usize = stack.template.functions.iter().map(|f| f.routes.len()).sum();
     println!(
         r#"

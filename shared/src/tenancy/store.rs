@@ -151,6 +151,11 @@ impl TenancyStore {
         Self { client, table: table.into() }
     }
 
+    /// The connections store on the same table and credentials.
+    pub fn connect_store(&self) -> crate::connect::ConnectStore {
+        crate::connect::ConnectStore::new(self.client.clone(), &self.table)
+    }
+
     /// The same table through other credentials (a tenant-scoped session).
     pub fn with_client(&self, client: Client) -> Self {
         Self { client, table: self.table.clone() }

@@ -1,0 +1,102 @@
+//! Sandbox providers: local servers that speak each device provider's real OAuth 2 paths and wire formats, so the
+//! platform's OAuth and sync code runs unchanged against them (`TENANTRY_<PROVIDER>_URL` points it here).
+//!
+//! Each provider is its own axum app on its own port. Every sandbox serves `GET /sandbox/state` (counters the
+//! platform's tests assert on) and `GET|POST /sandbox/faults` (switches for 500s, slowness, malformed JSON,
+//! timeouts, 429s and short-lived tokens). See the crate README for the endpoint table.
+
+mod app;
+mod auth;
+mod consent;
+mod control;
+mod data;
+mod ids;
+mod pages;
+mod people;
+mod provider;
+mod store;
+mod token;
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use consent::DEFAULT_USER;
+pub use provider::{Provider, UnknownProvider};
+
+/// The axum app of one provider sandbox, with fresh in-memory state.
+pub fn router(provider: Provider) -> axum::Router {
+    app::router(provider)
+}
+
+/// A sandbox server running in the background. Dropping it stops the server.
+pub struct Running {
+    pub provider: Provider,
+    /// `http://HOST:PORT`, the value for [`Provider::env_var`].
+    pub url: String,
+    addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting connections and waits (a few seconds at most) for requests in flight.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl std::fmt::Debug for Running {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Running").field("provider", &self.provider).field("url", &self.url).finish_non_exhaustive()
+    }
+}
+
+/// Serves one provider sandbox on `addr` (port 0 picks a free port).
+pub async fn start(provider: Provider, addr: SocketAddr) -> anyhow::Result<Running> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {} sandbox to {addr}", provider.id()))?;
+    let addr = listener.local_addr().context("reading the sandbox's bound address")?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let app = router(provider);
+    let task = tokio::spawn(async move {
+        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = served.await {
+            tracing::error!(provider = %provider, error = %e, "sandbox server stopped");
+        }
+    });
+    tracing::info!(provider = %provider, %addr, "sandbox listening");
+    Ok(Running { provider, url: format!("http://{addr}"), addr, shutdown: Some(tx), task: Some(task) })
+}
+
+/// Serves every provider sandbox on `host`, each on its own free port.
+pub async fn start_all(host: IpAddr) -> anyhow::Result<Vec<Running>> {
+    let mut all = Vec::with_capacity(Provider::ALL.len());
+    for provider in Provider::ALL {
+        all.push(start(provider, SocketAddr::new(host, 0)).await?);
+    }
+    Ok(all)
+}

@@ -1,0 +1,520 @@
+//! Device connections: each tenant's provider apps and Connect settings, connect sessions (the hosted page's
+//! capability links), single-use OAuth states, and the connections themselves with their sealed tokens.
+//! All items live in the tenancy table under the tenant's partition (see docs/data-model.md).
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{TenantId, UserId};
+use crate::providers::ProviderId;
+use crate::tenancy::StoreError;
+
+type Item = HashMap<String, AttributeValue>;
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
+    get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
+}
+
+fn conditional_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
+}
+
+/// 32 random bytes, base64url: the secret part of a capability link or an OAuth state.
+pub fn random_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn secret_hash(secret: &str) -> String {
+    crate::apikey::hash_secret(secret)
+}
+
+/// A tenant's app at a provider; the secret stays sealed.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderApp {
+    pub provider: ProviderId,
+    pub client_id: String,
+    #[serde(skip)]
+    pub client_secret_sealed: String,
+    pub scopes: Vec<String>,
+    pub updated_at: String,
+}
+
+/// How the hosted Connect page looks and where it may send people back to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct ConnectSettings {
+    pub allowed_return_urls: Vec<String>,
+    #[serde(default)]
+    pub logo_url: Option<String>,
+}
+
+impl ConnectSettings {
+    /// A return URL is allowed when it equals an allowed URL or extends one at a path or query boundary
+    /// (`https://app.example/done` allows `https://app.example/done?x=1`, not `https://app.example/done.evil`).
+    pub fn allows(&self, url: &str) -> bool {
+        self.allowed_return_urls.iter().any(|allowed| {
+            url == allowed
+                || url.strip_prefix(allowed.as_str()).is_some_and(|rest| {
+                    rest.starts_with('?') || rest.starts_with('#') || (allowed.ends_with('/') && !rest.starts_with('/'))
+                })
+        })
+    }
+}
+
+/// A connect session: who may connect what, and where to go back to.
+#[derive(Debug, Clone)]
+pub struct ConnectSession {
+    pub tenant_id: TenantId,
+    pub id: String,
+    pub user_id: UserId,
+    pub return_url: String,
+    pub providers: Vec<ProviderId>,
+    pub expires_at: String,
+}
+
+/// An OAuth state, redeemed once.
+#[derive(Debug, Clone)]
+pub struct OAuthState {
+    pub session_id: String,
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    pub pkce_sealed: Option<String>,
+    pub redirect_uri: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConnectionStatus {
+    Connected,
+    NeedsReauthorization,
+    Syncing,
+    Error,
+}
+
+impl ConnectionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connected => "connected",
+            Self::NeedsReauthorization => "needs_reauthorization",
+            Self::Syncing => "syncing",
+            Self::Error => "error",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [Self::Connected, Self::NeedsReauthorization, Self::Syncing, Self::Error].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A user's connection to one provider, as the API shows it (never the tokens).
+#[derive(Debug, Clone, Serialize)]
+pub struct Connection {
+    pub provider: ProviderId,
+    pub status: ConnectionStatus,
+    pub provider_user_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub connected_at: String,
+    pub last_synced_at: Option<String>,
+    pub last_error: Option<String>,
+    #[serde(skip)]
+    pub tokens_sealed: String,
+}
+
+/// The tokens of a connection, sealed as one JSON document.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenSet {
+    pub access_token: String,
+    pub refresh_token: Option<String>,
+    /// Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+/// The store for everything above.
+#[derive(Clone, Debug)]
+pub struct ConnectStore {
+    client: Client,
+    table: String,
+}
+
+fn app_sk(p: ProviderId) -> String {
+    format!("app#{p}")
+}
+
+fn conn_sk(user: &UserId, p: ProviderId) -> String {
+    format!("conn#{user}#{p}")
+}
+
+fn list_of(item: &Item, key: &str) -> Vec<String> {
+    item.get(key).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default()
+}
+
+fn set_or_skip(values: &[String]) -> Option<AttributeValue> {
+    (!values.is_empty()).then(|| AttributeValue::Ss(values.to_vec()))
+}
+
+impl ConnectStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        Self { client, table: table.into() }
+    }
+
+    async fn get(&self, tenant: &TenantId, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(sk))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("reading a connect item"))?;
+        Ok(out.item)
+    }
+
+    pub async fn put_app(&self, tenant: &TenantId, app: &ProviderApp) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(tenant.as_str()))
+            .item("sk", s(app_sk(app.provider)))
+            .item("client_id", s(&app.client_id))
+            .item("client_secret", s(&app.client_secret_sealed))
+            .item("updated_at", s(&app.updated_at));
+        if let Some(scopes) = set_or_skip(&app.scopes) {
+            req = req.item("scopes", scopes);
+        }
+        req.send().await.map_err(unavailable("storing a provider app"))?;
+        Ok(())
+    }
+
+    fn app_from(item: &Item, provider: ProviderId) -> anyhow::Result<ProviderApp> {
+        Ok(ProviderApp {
+            provider,
+            client_id: req_s(item, "client_id")?,
+            client_secret_sealed: req_s(item, "client_secret")?,
+            scopes: list_of(item, "scopes"),
+            updated_at: req_s(item, "updated_at")?,
+        })
+    }
+
+    pub async fn app(&self, tenant: &TenantId, provider: ProviderId) -> Result<Option<ProviderApp>, StoreError> {
+        match self.get(tenant, &app_sk(provider)).await? {
+            Some(item) => Ok(Some(Self::app_from(&item, provider)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every configured provider app of the tenant, in provider order.
+    pub async fn apps(&self, tenant: &TenantId) -> Result<Vec<ProviderApp>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :t AND begins_with(sk, :p)")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":p", s("app#"))
+            .send()
+            .await
+            .map_err(unavailable("listing provider apps"))?;
+        let mut apps = Vec::new();
+        for item in out.items() {
+            let name = get_s(item, "sk").and_then(|sk| sk.strip_prefix("app#")).unwrap_or_default();
+            if let Ok(p) = ProviderId::parse(name) {
+                apps.push(Self::app_from(item, p)?);
+            }
+        }
+        apps.sort_by_key(|a| a.provider);
+        Ok(apps)
+    }
+
+    pub async fn put_settings(&self, tenant: &TenantId, settings: &ConnectSettings) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(tenant.as_str()))
+            .item("sk", s("connect_settings"))
+            .item("updated_at", s(crate::time::now_rfc3339()));
+        if let Some(urls) = set_or_skip(&settings.allowed_return_urls) {
+            req = req.item("allowed_return_urls", urls);
+        }
+        if let Some(logo) = &settings.logo_url {
+            req = req.item("logo_url", s(logo));
+        }
+        req.send().await.map_err(unavailable("storing connect settings"))?;
+        Ok(())
+    }
+
+    pub async fn settings(&self, tenant: &TenantId) -> Result<ConnectSettings, StoreError> {
+        Ok(self
+            .get(tenant, "connect_settings")
+            .await?
+            .map(|item| ConnectSettings {
+                allowed_return_urls: list_of(&item, "allowed_return_urls"),
+                logo_url: get_s(&item, "logo_url").map(str::to_owned),
+            })
+            .unwrap_or_default())
+    }
+
+    /// Creates a session; returns it and the secret of its link (shown once, stored hashed).
+    pub async fn create_session(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        return_url: &str,
+        providers: &[ProviderId],
+        ttl: time::Duration,
+    ) -> Result<(ConnectSession, String), StoreError> {
+        let id = format!("cs_{}", ulid::Ulid::new().to_string().to_lowercase());
+        let secret = random_secret();
+        let expires = crate::time::now() + ttl;
+        let session = ConnectSession {
+            tenant_id: tenant.clone(),
+            id: id.clone(),
+            user_id: user.clone(),
+            return_url: return_url.to_owned(),
+            providers: providers.to_vec(),
+            expires_at: crate::time::format(expires),
+        };
+        let names: Vec<String> = providers.iter().map(ToString::to_string).collect();
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(tenant.as_str()))
+            .item("sk", s(format!("cs#{id}")))
+            .item("user_id", s(user.as_str()))
+            .item("return_url", s(return_url))
+            .item("secret_hash", s(secret_hash(&secret)))
+            .item("expires_at", s(&session.expires_at))
+            .item("ttl", AttributeValue::N((expires.unix_timestamp() + 86_400).to_string()))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(p) = set_or_skip(&names) {
+            req = req.item("providers", p);
+        }
+        req.send().await.map_err(unavailable("storing a connect session"))?;
+        Ok((session, secret))
+    }
+
+    /// The session a link names, if the link's secret matches and it has not expired.
+    pub async fn session(
+        &self,
+        tenant: &TenantId,
+        id: &str,
+        secret: &str,
+    ) -> Result<Option<ConnectSession>, StoreError> {
+        let Some(item) = self.get(tenant, &format!("cs#{id}")).await? else { return Ok(None) };
+        let stored = req_s(&item, "secret_hash")?;
+        let presented = secret_hash(secret);
+        let same = stored.len() == presented.len()
+            && stored.bytes().zip(presented.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
+        if !same {
+            return Ok(None);
+        }
+        Ok(Some(ConnectSession {
+            tenant_id: tenant.clone(),
+            id: id.to_owned(),
+            user_id: UserId::parse(&req_s(&item, "user_id")?).map_err(anyhow::Error::from)?,
+            return_url: req_s(&item, "return_url")?,
+            providers: list_of(&item, "providers").iter().filter_map(|p| ProviderId::parse(p).ok()).collect(),
+            expires_at: req_s(&item, "expires_at")?,
+        }))
+    }
+
+    /// Stores a fresh state for the provider redirect; `secret` is the random part of the `state` parameter.
+    pub async fn put_state(
+        &self,
+        tenant: &TenantId,
+        secret: &str,
+        state: &OAuthState,
+        ttl: time::Duration,
+    ) -> Result<(), StoreError> {
+        let expires = crate::time::now() + ttl;
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(tenant.as_str()))
+            .item("sk", s(format!("oauth#{}", secret_hash(secret))))
+            .item("session_id", s(&state.session_id))
+            .item("user_id", s(state.user_id.as_str()))
+            .item("provider", s(state.provider.as_str()))
+            .item("redirect_uri", s(&state.redirect_uri))
+            .item("expires_at", s(crate::time::format(expires)))
+            .item("ttl", AttributeValue::N((expires.unix_timestamp() + 86_400).to_string()))
+            .condition_expression("attribute_not_exists(pk)");
+        if let Some(pkce) = &state.pkce_sealed {
+            req = req.item("pkce", s(pkce));
+        }
+        req.send().await.map_err(unavailable("storing an OAuth state"))?;
+        Ok(())
+    }
+
+    /// Redeems a state exactly once: `Ok(Some)` the first time within its lifetime; `Err(Conflict)` when it
+    /// was already used or has expired (the message says which); `Ok(None)` when there is no such state.
+    pub async fn redeem_state(&self, tenant: &TenantId, secret: &str) -> Result<Option<OAuthState>, StoreError> {
+        let now = crate::time::now_rfc3339();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(format!("oauth#{}", secret_hash(secret))))
+            .update_expression("SET used_at = :now")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(used_at) AND expires_at > :now")
+            .expression_attribute_values(":now", s(&now))
+            .return_values(ReturnValue::AllNew)
+            .return_values_on_condition_check_failure(
+                aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld,
+            )
+            .send()
+            .await;
+        let item = match out {
+            Ok(out) => out.attributes.context("update returned no item")?,
+            Err(e) if conditional_failed(&e) => {
+                let old = e.as_service_error().and_then(|e| match e {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                        c.item.clone()
+                    }
+                    _ => None,
+                });
+                return match old {
+                    None => Ok(None),
+                    Some(old) if old.contains_key("used_at") => Err(StoreError::Conflict("state_used".into())),
+                    Some(_) => Err(StoreError::Conflict("state_expired".into())),
+                };
+            }
+            Err(e) => return Err(unavailable("redeeming an OAuth state")(e)),
+        };
+        Ok(Some(OAuthState {
+            session_id: req_s(&item, "session_id")?,
+            user_id: UserId::parse(&req_s(&item, "user_id")?).map_err(anyhow::Error::from)?,
+            provider: ProviderId::parse(&req_s(&item, "provider")?).map_err(anyhow::Error::msg)?,
+            pkce_sealed: get_s(&item, "pkce").map(str::to_owned),
+            redirect_uri: req_s(&item, "redirect_uri")?,
+        }))
+    }
+
+    /// Creates or replaces the user's connection to the provider (reconnecting replaces the tokens).
+    pub async fn put_connection(&self, tenant: &TenantId, user: &UserId, c: &Connection) -> Result<(), StoreError> {
+        let mut req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("pk", s(tenant.as_str()))
+            .item("sk", s(conn_sk(user, c.provider)))
+            .item("user_id", s(user.as_str()))
+            .item("provider", s(c.provider.as_str()))
+            .item("status", s(c.status.as_str()))
+            .item("tokens", s(&c.tokens_sealed))
+            .item("connected_at", s(&c.connected_at));
+        if let Some(id) = &c.provider_user_id {
+            req = req.item("provider_user_id", s(id));
+        }
+        if let Some(scopes) = set_or_skip(&c.scopes) {
+            req = req.item("scopes", scopes);
+        }
+        req.send().await.map_err(unavailable("storing a connection"))?;
+        Ok(())
+    }
+
+    fn connection_from(item: &Item) -> anyhow::Result<Connection> {
+        Ok(Connection {
+            provider: ProviderId::parse(&req_s(item, "provider")?).map_err(anyhow::Error::msg)?,
+            status: ConnectionStatus::parse(&req_s(item, "status")?).context("stored connection status")?,
+            provider_user_id: get_s(item, "provider_user_id").map(str::to_owned),
+            scopes: list_of(item, "scopes"),
+            connected_at: req_s(item, "connected_at")?,
+            last_synced_at: get_s(item, "last_synced_at").map(str::to_owned),
+            last_error: get_s(item, "last_error").map(str::to_owned),
+            tokens_sealed: req_s(item, "tokens")?,
+        })
+    }
+
+    pub async fn connection(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+    ) -> Result<Option<Connection>, StoreError> {
+        match self.get(tenant, &conn_sk(user, p)).await? {
+            Some(item) => Ok(Some(Self::connection_from(&item)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn connections(&self, tenant: &TenantId, user: &UserId) -> Result<Vec<Connection>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :t AND begins_with(sk, :p)")
+            .expression_attribute_values(":t", s(tenant.as_str()))
+            .expression_attribute_values(":p", s(format!("conn#{user}#")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable("listing connections"))?;
+        Ok(out.items().iter().map(Self::connection_from).collect::<anyhow::Result<_>>()?)
+    }
+
+    /// Deletes the connection and its tokens; `NotFound` when there was none.
+    pub async fn delete_connection(&self, tenant: &TenantId, user: &UserId, p: ProviderId) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(conn_sk(user, p)))
+            .condition_expression("attribute_exists(pk)")
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
+            Err(e) => Err(unavailable("deleting a connection")(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_return_url_must_match_the_allow_list_at_a_boundary() {
+        let s = ConnectSettings {
+            allowed_return_urls: vec!["https://app.example/done".into(), "https://b.example/".into()],
+            logo_url: None,
+        };
+        assert!(s.allows("https://app.example/done"));
+        assert!(s.allows("https://app.example/done?result=ok"));
+        assert!(s.allows("https://b.example/anything"));
+        assert!(!s.allows("https://app.example/done.evil.example"));
+        assert!(!s.allows("https://app.example/donex"));
+        assert!(!s.allows("https://b.example//evil.example"));
+        assert!(!s.allows("https://evil.example/?https://app.example/done"));
+    }
+}
