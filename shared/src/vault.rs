@@ -206,7 +206,9 @@ impl Vault {
         };
         let cipher = cipher(&key);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let mut data = plaintext.to_vec();
+        // Room for the tag up front: growing the vector would leave a freed copy of its contents behind.
+        let mut data = Vec::with_capacity(plaintext.len() + TAG_LEN);
+        data.extend_from_slice(plaintext);
         let tag = cipher
             .encrypt_in_place_detached(&nonce, ctx.aad().as_bytes(), &mut data)
             .map_err(|_| VaultError::Corrupt("the secret is too long to encrypt"))?;

@@ -1,0 +1,182 @@
+//! Connecting a device end to end over HTTP, against the sandbox providers: provider app and Connect
+//! settings, a connect session, the page, the provider's consent, the callback, the connections API.
+
+use integration_tests::{Auth, TestStack, TestTenant, start};
+use serde_json::{Value, json};
+
+const RETURN_URL: &str = "https://app.example/devices/done";
+
+/// A client that does not follow redirects, like a test of redirects should be.
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
+}
+
+async fn configure(s: &TestStack, t: &TestTenant, provider: &str) {
+    let app = json!({"client_id": format!("{provider}-client"), "client_secret": format!("{provider}-secret-value")});
+    let r = s.call("PUT", &format!("/v1/settings/providers/{provider}"), Auth::Bearer(&t.api_key), Some(app)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = s
+        .call("PUT", "/v1/settings/connect", Auth::Bearer(&t.api_key), Some(json!({"allowed_return_urls": [RETURN_URL]})))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+async fn session(s: &TestStack, t: &TestTenant, user_id: &str) -> String {
+    let r = s
+        .call("POST", &format!("/v1/users/{user_id}/connect-sessions"), Auth::Bearer(&t.api_key), Some(json!({"return_url": RETURN_URL})))
+        .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    r.body["url"].as_str().unwrap_or_default().to_owned()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+}
+
+/// Clicks Connect on the page, then Approve (or Deny) at the sandbox; returns our callback URL.
+async fn consent(page_url: &str, provider: &str, decision: &str) -> String {
+    let http = no_redirects();
+    let start = http.post(format!("{page_url}/{provider}/connect")).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(start.status().as_u16(), 303, "Connect redirects to the provider");
+    let authorize = url::Url::parse(&location(&start)).unwrap_or_else(|e| panic!("{e}"));
+    let mut form: Vec<(String, String)> = authorize.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
+    form.push(("sandbox_user".into(), "sandbox-user-1".into()));
+    form.push(("decision".into(), decision.into()));
+    let mut consent_url = authorize.clone();
+    consent_url.set_query(None);
+    let approved = http.post(consent_url).form(&form).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(approved.status().is_redirection(), "the sandbox sends the browser back: {}", approved.status());
+    location(&approved)
+}
+
+async fn connections(s: &TestStack, t: &TestTenant, user_id: &str) -> Vec<Value> {
+    let r = s.call("GET", &format!("/v1/users/{user_id}/connections"), Auth::Bearer(&t.api_key), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_connection() {
+    let s = start().await;
+    let t = s.tenant("Connecting").await;
+    configure(&s, &t, "oura").await;
+    let user = s.user(&t, "ana").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+
+    let app = s.call("GET", "/v1/settings/providers/oura", Auth::Bearer(&t.api_key), None).await;
+    assert!(!app.body.to_string().contains("oura-secret-value"), "the client secret is never shown");
+    assert_eq!(app.body["redirect_uri"], format!("{}/oauth/oura/callback", s.base));
+
+    let url = session(&s, &t, user_id).await;
+    let page = s.http.get(&url).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap_or_default();
+    assert!(html.contains("Oura") && html.contains("Not connected") && html.contains("Connecting"), "{html}");
+
+    let callback = consent(&url, "oura", "approve").await;
+    assert!(callback.starts_with(&format!("{}/oauth/oura/callback?", s.base)), "{callback}");
+    let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(back.status().as_u16(), 303);
+    assert!(location(&back).contains("result=connected"), "{}", location(&back));
+    let page = s.http.get(location(&back)).send().await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
+    assert!(page.contains("🟢") && page.contains("Oura is connected."), "{page}");
+
+    let list = connections(&s, &t, user_id).await;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!((list[0]["provider"].as_str(), list[0]["status"].as_str()), (Some("oura"), Some("connected")));
+    assert!(list[0].get("tokens").is_none() && !list[0].to_string().contains("access_token"));
+
+    // Reload or back button: the state is spent, nothing new is made.
+    let again = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(again.status().as_u16(), 200);
+    assert!(again.text().await.unwrap_or_default().contains("Already done"));
+    assert_eq!(connections(&s, &t, user_id).await.len(), 1);
+
+    // Disconnect through the API: revoked at the sandbox, gone here.
+    let r = s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None).await;
+    assert_eq!(r.status, 204, "{}", r.body);
+    assert!(connections(&s, &t, user_id).await.is_empty());
+    let state: Value = s.http.get(format!("{}/sandbox/state", s.sandboxes["oura"])).send().await.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_default();
+    assert!(state.to_string().contains("\"revocations\":1"), "the sandbox saw one revocation: {state}");
+    s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None).await.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn pkce_providers_connect_too_and_a_declined_consent_connects_nothing() {
+    let s = start().await;
+    let t = s.tenant("Pkce").await;
+    configure(&s, &t, "garmin").await;
+    configure(&s, &t, "withings").await;
+    configure(&s, &t, "polar").await;
+    let user = s.user(&t, "ben").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    let url = session(&s, &t, user_id).await;
+
+    let denied = consent(&url, "garmin", "deny").await;
+    let back = no_redirects().get(&denied).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert!(location(&back).contains("result=error"), "{}", location(&back));
+    assert!(connections(&s, &t, user_id).await.is_empty(), "declining connects nothing");
+
+    for provider in ["garmin", "withings", "polar"] {
+        let callback = consent(&url, provider, "approve").await;
+        let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+        assert!(location(&back).contains("result=connected"), "{provider}: {}", location(&back));
+    }
+    let mut providers: Vec<String> =
+        connections(&s, &t, user_id).await.iter().filter_map(|c| c["provider"].as_str().map(str::to_owned)).collect();
+    providers.sort();
+    assert_eq!(providers, vec!["garmin", "polar", "withings"]);
+    let polar = connections(&s, &t, user_id).await.into_iter().find(|c| c["provider"] == "polar").unwrap_or_default();
+    assert!(polar["provider_user_id"].is_string(), "Polar's x_user_id is kept: {polar}");
+}
+
+#[tokio::test]
+async fn a_failing_token_endpoint_ends_on_a_clear_error_and_stores_nothing() {
+    let s = start().await;
+    let t = s.tenant("Faults").await;
+    configure(&s, &t, "oura").await;
+    let user = s.user(&t, "cid").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    let url = session(&s, &t, user_id).await;
+    for fault in ["500", "malformed_json"] {
+        let r = s.http.post(format!("{}/sandbox/faults", s.sandboxes["oura"])).json(&json!({"token": fault})).send().await;
+        assert!(r.is_ok_and(|r| r.status().is_success()));
+        let callback = consent(&url, "oura", "approve").await;
+        let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+        let to = location(&back);
+        assert!(to.contains("result=error") && to.contains("message="), "{fault}: {to}");
+        assert!(connections(&s, &t, user_id).await.is_empty(), "{fault}: no half-made connection");
+    }
+}
+
+#[tokio::test]
+async fn bad_links_states_and_return_urls_are_refused_clearly() {
+    let s = start().await;
+    let t = s.tenant("Strict links").await;
+    let user = s.user(&t, "dee").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    let body = json!({"return_url": RETURN_URL});
+    let path = format!("/v1/users/{user_id}/connect-sessions");
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(body.clone())).await.assert_error(400, "return_url_not_allowed");
+    configure(&s, &t, "oura").await;
+    let evil = json!({"return_url": "https://app.example/devices/done.evil.example"});
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(evil)).await.assert_error(400, "return_url_not_allowed");
+    let unknown = json!({"return_url": RETURN_URL, "providers": ["fitbit"]});
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(unknown)).await.assert_error(400, "unknown_provider");
+    let unconfigured = json!({"return_url": RETURN_URL, "providers": ["strava"]});
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(unconfigured)).await.assert_error(400, "provider_not_configured");
+    s.call("PUT", "/v1/settings/providers/fitbit", Auth::Bearer(&t.api_key), Some(json!({"client_id": "a", "client_secret": "b"})))
+        .await
+        .assert_error(404, "unknown_provider");
+
+    let url = session(&s, &t, user_id).await;
+    let forged = format!("{url}x");
+    assert_eq!(s.http.get(&forged).send().await.map(|r| r.status().as_u16()).unwrap_or(0), 404);
+    let bad_state = format!("{}/oauth/oura/callback?code=abc&state={}.forged", s.base, t.id);
+    let r = no_redirects().get(&bad_state).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("could not be completed"));
+    let no_state = format!("{}/oauth/oura/callback?code=abc", s.base);
+    assert_eq!(no_redirects().get(&no_state).send().await.map(|r| r.status().as_u16()).unwrap_or(0), 400);
+    assert!(connections(&s, &t, user_id).await.is_empty());
+}
