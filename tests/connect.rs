@@ -1,59 +1,9 @@
 //! Connecting a device end to end over HTTP, against the sandbox providers: provider app and Connect
 //! settings, a connect session, the page, the provider's consent, the callback, the connections API.
 
-use integration_tests::{Auth, TestStack, TestTenant, start};
+use integration_tests::connect::{RETURN_URL, configure, connections, consent, location, no_redirects, session};
+use integration_tests::{Auth, start};
 use serde_json::{Value, json};
-
-const RETURN_URL: &str = "https://app.example/devices/done";
-
-/// A client that does not follow redirects, like a test of redirects should be.
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap_or_default()
-}
-
-async fn configure(s: &TestStack, t: &TestTenant, provider: &str) {
-    let app = json!({"client_id": format!("{provider}-client"), "client_secret": format!("{provider}-secret-value")});
-    let r = s.call("PUT", &format!("/v1/settings/providers/{provider}"), Auth::Bearer(&t.api_key), Some(app)).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = s
-        .call("PUT", "/v1/settings/connect", Auth::Bearer(&t.api_key), Some(json!({"allowed_return_urls": [RETURN_URL]})))
-        .await;
-    assert_eq!(r.status, 200, "{}", r.body);
-}
-
-async fn session(s: &TestStack, t: &TestTenant, user_id: &str) -> String {
-    let r = s
-        .call("POST", &format!("/v1/users/{user_id}/connect-sessions"), Auth::Bearer(&t.api_key), Some(json!({"return_url": RETURN_URL})))
-        .await;
-    assert_eq!(r.status, 201, "{}", r.body);
-    r.body["url"].as_str().unwrap_or_default().to_owned()
-}
-
-fn location(r: &reqwest::Response) -> String {
-    r.headers().get("location").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
-}
-
-/// Clicks Connect on the page, then Approve (or Deny) at the sandbox; returns our callback URL.
-async fn consent(page_url: &str, provider: &str, decision: &str) -> String {
-    let http = no_redirects();
-    let start = http.post(format!("{page_url}/{provider}/connect")).send().await.unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(start.status().as_u16(), 303, "Connect redirects to the provider");
-    let authorize = url::Url::parse(&location(&start)).unwrap_or_else(|e| panic!("{e}"));
-    let mut form: Vec<(String, String)> = authorize.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect();
-    form.push(("sandbox_user".into(), "sandbox-user-1".into()));
-    form.push(("decision".into(), decision.into()));
-    let mut consent_url = authorize.clone();
-    consent_url.set_query(None);
-    let approved = http.post(consent_url).form(&form).send().await.unwrap_or_else(|e| panic!("{e}"));
-    assert!(approved.status().is_redirection(), "the sandbox sends the browser back: {}", approved.status());
-    location(&approved)
-}
-
-async fn connections(s: &TestStack, t: &TestTenant, user_id: &str) -> Vec<Value> {
-    let r = s.call("GET", &format!("/v1/users/{user_id}/connections"), Auth::Bearer(&t.api_key), None).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.body["data"].as_array().cloned().unwrap_or_default()
-}
 
 #[tokio::test]
 async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_connection() {
@@ -78,8 +28,9 @@ async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_co
     let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(back.status().as_u16(), 303);
     assert!(location(&back).contains("result=connected"), "{}", location(&back));
-    let page = s.http.get(location(&back)).send().await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
-    assert!(page.contains("🟢") && page.contains("Oura is connected."), "{page}");
+    let page =
+        s.http.get(location(&back)).send().await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
+    assert!(page.contains(r#"data-state="connected""#) && page.contains("Oura is connected."), "{page}");
 
     let list = connections(&s, &t, user_id).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -96,9 +47,19 @@ async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_co
     let r = s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(connections(&s, &t, user_id).await.is_empty());
-    let state: Value = s.http.get(format!("{}/sandbox/state", s.sandboxes["oura"])).send().await.unwrap_or_else(|e| panic!("{e}")).json().await.unwrap_or_default();
+    let state: Value = s
+        .http
+        .get(format!("{}/sandbox/state", s.sandboxes["oura"]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
     assert!(state.to_string().contains("\"revocations\":1"), "the sandbox saw one revocation: {state}");
-    s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None).await.assert_error(404, "not_found");
+    s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None)
+        .await
+        .assert_error(404, "not_found");
 }
 
 #[tokio::test]
@@ -139,7 +100,8 @@ async fn a_failing_token_endpoint_ends_on_a_clear_error_and_stores_nothing() {
     let user_id = user["id"].as_str().unwrap_or_default();
     let url = session(&s, &t, user_id).await;
     for fault in ["500", "malformed_json"] {
-        let r = s.http.post(format!("{}/sandbox/faults", s.sandboxes["oura"])).json(&json!({"token": fault})).send().await;
+        let r =
+            s.http.post(format!("{}/sandbox/faults", s.sandboxes["oura"])).json(&json!({"token": fault})).send().await;
         assert!(r.is_ok_and(|r| r.status().is_success()));
         let callback = consent(&url, "oura", "approve").await;
         let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
@@ -157,17 +119,26 @@ async fn bad_links_states_and_return_urls_are_refused_clearly() {
     let user_id = user["id"].as_str().unwrap_or_default();
     let body = json!({"return_url": RETURN_URL});
     let path = format!("/v1/users/{user_id}/connect-sessions");
-    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(body.clone())).await.assert_error(400, "return_url_not_allowed");
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(body.clone()))
+        .await
+        .assert_error(400, "return_url_not_allowed");
     configure(&s, &t, "oura").await;
     let evil = json!({"return_url": "https://app.example/devices/done.evil.example"});
     s.call("POST", &path, Auth::Bearer(&t.api_key), Some(evil)).await.assert_error(400, "return_url_not_allowed");
     let unknown = json!({"return_url": RETURN_URL, "providers": ["fitbit"]});
     s.call("POST", &path, Auth::Bearer(&t.api_key), Some(unknown)).await.assert_error(400, "unknown_provider");
     let unconfigured = json!({"return_url": RETURN_URL, "providers": ["strava"]});
-    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(unconfigured)).await.assert_error(400, "provider_not_configured");
-    s.call("PUT", "/v1/settings/providers/fitbit", Auth::Bearer(&t.api_key), Some(json!({"client_id": "a", "client_secret": "b"})))
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(unconfigured))
         .await
-        .assert_error(404, "unknown_provider");
+        .assert_error(400, "provider_not_configured");
+    s.call(
+        "PUT",
+        "/v1/settings/providers/fitbit",
+        Auth::Bearer(&t.api_key),
+        Some(json!({"client_id": "a", "client_secret": "b"})),
+    )
+    .await
+    .assert_error(404, "unknown_provider");
 
     let url = session(&s, &t, user_id).await;
     let forged = format!("{url}x");

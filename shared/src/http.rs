@@ -219,7 +219,10 @@ pub async fn request_id_layer(req: Request, next: Next) -> Response {
         .map(Principal::from_context)
         .and_then(|p| p.tenant_id().map(ToString::to_string))
         .unwrap_or_default();
-    let span = tracing::info_span!("request", request_id = %id, tenant_id = %tenant, method = %parts.method, path = %parts.uri.path());
+    // The route's template, never the raw path: a Connect link carries its secret in the path.
+    let route = parts.extensions.get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
+    let span =
+        tracing::info_span!("request", request_id = %id, tenant_id = %tenant, method = %parts.method, route = %route);
     let req = Request::from_parts(parts, body);
     let mut response = REQUEST_ID.scope(id.clone(), next.run(req)).instrument(span).await;
     if let Ok(v) = HeaderValue::from_str(&id) {

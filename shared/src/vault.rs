@@ -206,7 +206,7 @@ impl Vault {
         };
         let cipher = cipher(&key);
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        // Room for the tag up front: growing the vector would leave a freed copy of its contents behind.
+        // Room for the tag up front, so appending it does not reallocate.
         let mut data = Vec::with_capacity(plaintext.len() + TAG_LEN);
         data.extend_from_slice(plaintext);
         let tag = cipher

@@ -1,6 +1,8 @@
 //! Test support: each test starts its own local stack (fresh resource prefix in the shared moto, its own
 //! port), its own JWKS server, and talks to it over HTTP like a tenant would.
 
+pub mod connect;
+
 use std::time::Duration;
 
 use anyhow::Context;
@@ -26,6 +28,8 @@ pub struct TestStack {
     pub issuer: String,
     /// This test's sandbox providers by provider id (`oura` -> `http://127.0.0.1:PORT`).
     pub sandboxes: std::collections::HashMap<String, String>,
+    /// The KMS key of this stack's token vault.
+    pub token_key_id: String,
 }
 
 /// A tenant made through the operator API.
@@ -69,6 +73,7 @@ async fn try_start() -> anyhow::Result<TestStack> {
     };
     let stack = Stack::start(sdk.clone(), options).await?;
     let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
+    let token_key_id = stack.provisioned.refs.get("TokenKey").cloned().context("no TokenKey")?;
     // The sandboxes live as long as the test's runtime: they stop when `running` is dropped with it.
     tokio::spawn(async move {
         let _keep = running;
@@ -85,6 +90,7 @@ async fn try_start() -> anyhow::Result<TestStack> {
         table,
         issuer,
         sandboxes,
+        token_key_id,
     })
 }
 

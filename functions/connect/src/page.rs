@@ -15,7 +15,9 @@ header img{width:48px;height:48px;border-radius:8px;object-fit:contain;backgroun
 .card h2{font-size:1.125rem;margin:0;flex:1 1 8rem}.state{margin:0;flex:1 1 10rem;color:#333}.actions{display:flex;gap:.5rem}
 button{font:inherit;padding:.5rem 1rem;border-radius:8px;border:1px solid #1f4fd1;background:#1f4fd1;color:#fff;cursor:pointer;min-height:44px}
 button.secondary{background:#fff;color:#1f4fd1}button:focus-visible,a:focus-visible{outline:3px solid #f5a623;outline-offset:2px}
-.back{display:inline-block;margin-top:1.25rem;color:#1f4fd1}.error-text{color:#7a1c12}
+.back{display:inline-block;margin-top:1.25rem;color:#1f4fd1}
+.dot{display:inline-block;width:.75rem;height:.75rem;border-radius:50%;margin-right:.4rem;vertical-align:baseline}
+.dot.green{background:#1a7f37}.dot.red{background:#c62828}.dot.orange{background:#b35900}.dot.blue{background:#1f4fd1}
 "#;
 
 /// One card's data.
@@ -24,15 +26,17 @@ pub struct Card {
     pub connection: Option<Connection>,
 }
 
+/// The state's dot colour (a CSS class, so it shows without an emoji font) and its words (which carry the
+/// meaning; the colour only repeats it).
 fn state_text(c: &Option<Connection>) -> (&'static str, String) {
     match c {
-        None => ("🔴", "Not connected".to_owned()),
+        None => ("red", "Not connected".to_owned()),
         Some(c) => match c.status {
-            ConnectionStatus::Connected => ("🟢", "Connected".to_owned()),
-            ConnectionStatus::Syncing => ("🔵", "Syncing".to_owned()),
-            ConnectionStatus::NeedsReauthorization => ("🟠", "Needs reauthorization".to_owned()),
+            ConnectionStatus::Connected => ("green", "Connected".to_owned()),
+            ConnectionStatus::Syncing => ("blue", "Syncing".to_owned()),
+            ConnectionStatus::NeedsReauthorization => ("orange", "Needs reauthorization".to_owned()),
             ConnectionStatus::Error => {
-                ("⚠️", format!("Error: {}", c.last_error.as_deref().unwrap_or("the last sync failed")))
+                ("orange", format!("Error: {}", c.last_error.as_deref().unwrap_or("the last sync failed")))
             }
         },
     }
@@ -81,7 +85,7 @@ pub fn connect_page(
                 li.card aria-labelledby=(id) data-provider=(card.provider.as_str()) {
                     h2 id=(id) { (name) }
                     p.state data-state=(card.connection.as_ref().map_or("not_connected", |c| c.status.as_str())) {
-                        span aria-hidden="true" { (icon) " " } (text)
+                        span.dot.(icon) aria-hidden="true" {} (text)
                     }
                     div.actions {
                         @match &card.connection {

@@ -163,7 +163,7 @@ fn heartrate_sample(user: &str, person: &Person, t: OffsetDateTime) -> Value {
     let local = t.to_offset(offset(person));
     let day = local.date().to_string();
     let hour = local.hour();
-    let workout_day = ids::seed(&["oura", user, &day, "workout"]) % 3 == 0;
+    let workout_day = ids::seed(&["oura", user, &day, "workout"]).is_multiple_of(3);
     let r = |lo: u64, hi: u64| ids::in_range(&["oura", user, &unix, "bpm"], lo, hi);
     let resting = ids::in_range(&["oura", user, "resting-hr"], 48, 62);
     let (source, bpm) = match hour {

@@ -36,16 +36,33 @@ fn parse_args(args: &[String]) -> anyhow::Result<(IpAddr, Vec<(Provider, u16)>)>
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (host, ports) = match parse_args(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            eprintln!("sandbox: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match serve(host, ports).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sandbox: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(host: IpAddr, ports: Vec<(Provider, u16)>) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (host, ports) = parse_args(&args)?;
     let mut running = Vec::new();
     for (provider, port) in ports {
         running.push(sandbox::start(provider, SocketAddr::new(host, port)).await?);

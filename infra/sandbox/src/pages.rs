@@ -6,7 +6,7 @@ use crate::provider::Provider;
 
 const STYLE: &str = "
 :root { color-scheme: light; font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; line-height: 1.5; }
-body { margin: 0; background: #f3f4f6; color: #111827; }
+body { margin: 0; padding: 0 .75rem; background: #f3f4f6; color: #111827; }
 main { max-width: 34rem; margin: 2rem auto; padding: 1.5rem; background: #fff; border-radius: .75rem;
        box-shadow: 0 1px 3px rgba(0,0,0,.15); }
 h1 { font-size: 1.5rem; margin-top: 0; }
@@ -88,7 +88,7 @@ pub(crate) fn consent(c: &Consent<'_>) -> String {
             label for="sandbox_user" { "Sandbox user" }
             input type="text" id="sandbox_user" name="sandbox_user" value=(c.user) required
                 autocomplete="off" maxlength="64" aria-describedby="sandbox_user_hint";
-            p.hint id="sandbox_user_hint" { "Approve as this user. Any id made of letters, digits, '.', '_' or '-' works; each id has its own data." }
+            p.hint id="sandbox_user_hint" { "Approve as this user. Any id of up to 64 letters, digits, '.', '_', '-', '@' or '+' works; each id has its own data." }
             div.actions {
                 button.approve type="submit" name="decision" value="approve" { "Approve" }
                 button.deny type="submit" name="decision" value="deny" { "Deny" }

@@ -27,7 +27,7 @@ pub(crate) fn person(provider: Provider, user: &str) -> Person {
     let p = provider.id();
     let pick = |what: &str, n: usize| (ids::seed(&[p, user, what]) % n as u64) as usize;
     let age = ids::in_range(&[p, user, "age"], 21, 68);
-    let female = ids::seed(&[p, user, "sex"]) % 2 == 0;
+    let female = ids::seed(&[p, user, "sex"]).is_multiple_of(2);
     let height_cm =
         if female { ids::in_range(&[p, user, "h"], 152, 180) } else { ids::in_range(&[p, user, "h"], 164, 196) };
     let bmi_tenths = ids::in_range(&[p, user, "bmi"], 195, 285);

@@ -136,7 +136,11 @@ async fn withings_answers_http_200_with_wrapped_bodies_even_for_errors() {
         .http
         .post(sb.url("/v2/oauth2"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(common::form(&[("grant_type", "refresh_token"), ("client_id", CLIENT_ID), ("client_secret", CLIENT_SECRET)]))
+        .body(common::form(&[
+            ("grant_type", "refresh_token"),
+            ("client_id", CLIENT_ID),
+            ("client_secret", CLIENT_SECRET),
+        ]))
         .send()
         .await
         .expect("answers");
@@ -323,7 +327,12 @@ async fn a_client_must_keep_presenting_the_secret_it_first_used() {
 
     let (status, body) = sb
         .token_request(
-            &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", &verifier)],
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", &verifier),
+            ],
             "another secret",
         )
         .await;
@@ -377,7 +386,7 @@ async fn each_provider_takes_client_credentials_only_where_it_documents_them() {
 
     // Oura takes either.
     let oura = start(Provider::Oura).await;
-    let (code, _) = oura.approve("u").await;
+    let (code, verifier) = oura.approve("u").await;
     let res = oura
         .http
         .post(oura.url("/oauth/token"))
@@ -386,6 +395,7 @@ async fn each_provider_takes_client_credentials_only_where_it_documents_them() {
             ("grant_type", "authorization_code"),
             ("code", &code),
             ("redirect_uri", REDIRECT),
+            ("code_verifier", &verifier),
             ("client_id", CLIENT_ID),
             ("client_secret", CLIENT_SECRET),
         ]))

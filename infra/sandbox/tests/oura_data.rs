@@ -52,7 +52,11 @@ async fn daily_activity_pages_with_next_token_until_the_range_is_done() {
         pages += 1;
         days.extend(page["data"].as_array().cloned().unwrap_or_default());
         match page["next_token"].as_str() {
-            Some(next) => path = format!("/v2/usercollection/daily_activity?start_date=2025-01-01&end_date=2025-03-31&next_token={next}"),
+            Some(next) => {
+                path = format!(
+                    "/v2/usercollection/daily_activity?start_date=2025-01-01&end_date=2025-03-31&next_token={next}"
+                )
+            }
             None => break,
         }
         assert!(pages < 10, "pagination ends");

@@ -25,10 +25,8 @@ pub struct Sandbox {
 
 pub async fn start(provider: Provider) -> Sandbox {
     let running = sandbox::start(provider, SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await.expect("sandbox starts");
-    let http = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("reqwest client builds");
+    let http =
+        reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("reqwest client builds");
     Sandbox { provider, running, http }
 }
 
@@ -104,12 +102,8 @@ impl Sandbox {
             Provider::Strava => "read,activity:read_all",
             Provider::Garmin => "",
         };
-        let mut p = vec![
-            ("response_type", "code"),
-            ("client_id", CLIENT_ID),
-            ("redirect_uri", REDIRECT),
-            ("state", STATE),
-        ];
+        let mut p =
+            vec![("response_type", "code"), ("client_id", CLIENT_ID), ("redirect_uri", REDIRECT), ("state", STATE)];
         if !scope.is_empty() {
             p.push(("scope", scope));
         }
@@ -183,7 +177,12 @@ impl Sandbox {
 
     pub async fn exchange(&self, code: &str, verifier: &str) -> (StatusCode, Value) {
         self.token_request(
-            &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT), ("code_verifier", verifier)],
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", code),
+                ("redirect_uri", REDIRECT),
+                ("code_verifier", verifier),
+            ],
             CLIENT_SECRET,
         )
         .await
