@@ -31,6 +31,10 @@ async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_co
     let page =
         s.http.get(location(&back)).send().await.unwrap_or_else(|e| panic!("{e}")).text().await.unwrap_or_default();
     assert!(page.contains(r#"data-state="connected""#) && page.contains("Oura is connected."), "{page}");
+    assert!(
+        page.contains(&format!(r#"href="{RETURN_URL}?provider=oura&amp;result=connected""#)),
+        "the way back carries the outcome: {page}"
+    );
 
     let list = connections(&s, &t, user_id).await;
     assert_eq!(list.len(), 1, "{list:?}");
@@ -149,5 +153,46 @@ async fn bad_links_states_and_return_urls_are_refused_clearly() {
     assert!(r.text().await.unwrap_or_default().contains("could not be completed"));
     let no_state = format!("{}/oauth/oura/callback?code=abc", s.base);
     assert_eq!(no_redirects().get(&no_state).send().await.map(|r| r.status().as_u16()).unwrap_or(0), 400);
+    assert!(connections(&s, &t, user_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn an_end_user_opens_their_own_connect_link_and_sees_their_connections() {
+    let s = start().await;
+    let t = s.tenant("Self service").await;
+    configure(&s, &t, "oura").await;
+    let jwt = integration_tests::user_token(&s, &t, "self-user");
+    let r =
+        s.call("POST", "/v1/me/connect-sessions", Auth::Bearer(&jwt), Some(json!({"return_url": RETURN_URL}))).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let url = r.body["url"].as_str().unwrap_or_default().to_owned();
+    let callback = consent(&url, "oura", "approve").await;
+    no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let mine = s.call("GET", "/v1/me/connections", Auth::Bearer(&jwt), None).await;
+    assert_eq!(mine.body["data"].as_array().map(Vec::len), Some(1), "{}", mine.body);
+    // The tenant key is not an end user, and the end user is not the tenant.
+    s.call("GET", "/v1/me/connections", Auth::Bearer(&t.api_key), None)
+        .await
+        .assert_error(403, "end_user_token_required");
+    let me = s.call("GET", "/v1/me", Auth::Bearer(&jwt), None).await;
+    let path = format!("/v1/users/{}/connections", me.body["id"].as_str().unwrap_or_default());
+    s.call("GET", &path, Auth::Bearer(&jwt), None).await.assert_error(403, "tenant_key_required");
+}
+
+#[tokio::test]
+async fn a_token_endpoint_that_hangs_ends_on_a_clear_error_after_the_timeout() {
+    let s = start().await;
+    let t = s.tenant("Slow provider").await;
+    configure(&s, &t, "oura").await;
+    let user = s.user(&t, "fay").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    let url = session(&s, &t, user_id).await;
+    let r =
+        s.http.post(format!("{}/sandbox/faults", s.sandboxes["oura"])).json(&json!({"token": "timeout"})).send().await;
+    assert!(r.is_ok_and(|r| r.status().is_success()));
+    let callback = consent(&url, "oura", "approve").await;
+    let back = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    let to = location(&back);
+    assert!(to.contains("result=error") && to.contains("did+not+answer+in+time"), "{to}");
     assert!(connections(&s, &t, user_id).await.is_empty());
 }

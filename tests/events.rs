@@ -46,6 +46,18 @@ async fn every_sample_event_is_served_by_its_function() {
     assert_eq!((status, &body["external_id"]), (201, &serde_json::json!("user-42")), "{body}");
     let (status, body) = serve(data(), include_str!("../events/data/list-users.json")).await;
     assert_eq!((status, body["data"].as_array().map(Vec::len)), (200, Some(1)), "{body}");
+    let connect = connect::router(connect::AppState {
+        stores: stores.clone(),
+        vault: vault.clone(),
+        http: reqwest::Client::new(),
+        public_url: s.base.clone(),
+        providers: shared::providers::Overrides::default(),
+    });
+    let (status, body) = serve(connect.clone(), include_str!("../events/connect/list-connections.json")).await;
+    assert_eq!((status, &body["error"]["code"]), (404, &serde_json::json!("not_found")), "an unknown user: {body}");
+    let (status, _) = serve(connect, include_str!("../events/connect/invalid-link.json")).await;
+    assert_eq!(status, 404, "an invalid Connect link gets the error page");
+
     let (status, body) = serve(data(), include_str!("../events/data/missing-credentials.json")).await;
     assert_eq!((status, &body["error"]["code"]), (401, &serde_json::json!("missing_credentials")), "{body}");
 }

@@ -326,16 +326,17 @@ async fn show_page(State(app): State<AppState>, Path(link): Path<String>, Query(
         )),
         _ => None,
     };
+    // The way back tells the app what happened, as the callback's outcome.
+    let back = match (q.result.as_deref(), q.provider.as_deref().map(ProviderId::parse)) {
+        (Some(result @ ("connected" | "disconnected" | "error")), Some(Ok(p))) => {
+            let sep = if session.return_url.contains('?') { '&' } else { '?' };
+            format!("{}{sep}provider={p}&result={result}", session.return_url)
+        }
+        _ => session.return_url.clone(),
+    };
     html(
         StatusCode::OK,
-        page::connect_page(
-            tenant.name.as_str(),
-            settings.logo_url.as_deref(),
-            &link,
-            &session.return_url,
-            &cards,
-            banner,
-        ),
+        page::connect_page(tenant.name.as_str(), settings.logo_url.as_deref(), &link, &back, &cards, banner),
     )
 }
 

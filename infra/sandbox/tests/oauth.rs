@@ -488,3 +488,50 @@ async fn start_all_serves_every_provider_on_its_own_port() {
     }
     assert_eq!(all.len(), 7);
 }
+
+/// The hidden inputs of a rendered form, unescaped as a browser would.
+fn hidden_inputs(html: &str) -> Vec<(String, String)> {
+    let unescape = |s: &str| s.replace("&quot;", "\"").replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&");
+    html.split(r#"<input type="hidden" name=""#)
+        .skip(1)
+        .filter_map(|rest| {
+            let (name, rest) = rest.split_once(r#"" value=""#)?;
+            let (value, _) = rest.split_once("\">")?;
+            Some((unescape(name), unescape(value)))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn submitting_the_rendered_form_as_a_browser_would_redirects_with_a_code() {
+    let sb = start(Provider::GoogleHealth).await;
+    let (verifier, challenge) = pkce("browser");
+    let mut params = sb.authorize_params(Some(&challenge));
+    for (k, v) in params.iter_mut() {
+        if k == "redirect_uri" {
+            *v = "http://app.test/cb?tenant=a&b=\"q\"".into();
+        }
+    }
+    let html = sb.consent_page(&params).await.text().await.expect("HTML");
+
+    let carried = hidden_inputs(&html);
+    assert_eq!(carried, params, "every parameter rides along unchanged");
+    let res = sb.decide(&carried, "approve", "sandbox-user-1").await;
+
+    assert_eq!(res.status(), StatusCode::FOUND);
+    let back = location(&res);
+    assert_eq!(query_param(&back, "tenant").as_deref(), Some("a"));
+    let code = query_param(&back, "code").expect("code");
+    let (status, body) = sb
+        .token_request(
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "http://app.test/cb?tenant=a&b=\"q\""),
+                ("code_verifier", &verifier),
+            ],
+            CLIENT_SECRET,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
