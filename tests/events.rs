@@ -33,7 +33,7 @@ async fn every_sample_event_is_served_by_its_function() {
             public_url: s.base.clone(),
         })
     };
-    let data = || data::router(data::AppState { stores: stores.clone() });
+    let data = || data::router(data::AppState { stores: stores.clone(), data_table: "unused-in-these-events".into() });
 
     let (status, body) = serve(control(), include_str!("../events/control/openapi.json")).await;
     assert_eq!((status, body["openapi"].as_str().is_some()), (200, true));
@@ -52,6 +52,7 @@ async fn every_sample_event_is_served_by_its_function() {
         http: reqwest::Client::new(),
         public_url: s.base.clone(),
         providers: shared::providers::Overrides::default(),
+        sync: shared::sync::SyncQueue::new(aws_sdk_sqs::Client::new(&sdk), "http://unused.invalid/queue"),
     });
     let (status, body) = serve(connect.clone(), include_str!("../events/connect/list-connections.json")).await;
     assert_eq!((status, &body["error"]["code"]), (404, &serde_json::json!("not_found")), "an unknown user: {body}");

@@ -47,6 +47,7 @@ fn only_the_openapi_document_the_connect_page_and_the_oauth_callback_are_public(
             "/connect/{link}",
             "/connect/{link}/{provider}/connect",
             "/connect/{link}/{provider}/disconnect",
+            "/connect/{link}/{provider}/sync",
             "/oauth/{provider}/callback",
             "/openapi.json"
         ]

@@ -18,6 +18,10 @@ pub struct Config {
     /// Where the API is reachable from a browser (`TENANTRY_PUBLIC_URL`), for Connect links and OAuth
     /// redirect URIs.
     pub public_url: Option<String>,
+    /// The normalized data table (`DATA_TABLE`).
+    pub data_table: Option<String>,
+    /// The sync job queue (`SYNC_QUEUE_URL`).
+    pub sync_queue_url: Option<String>,
     /// `TENANTRY_<PROVIDER>_URL` overrides of provider endpoints.
     pub providers: crate::providers::Overrides,
 }
@@ -41,6 +45,17 @@ impl Config {
         let public_url =
             get("TENANTRY_PUBLIC_URL").filter(|v| !v.is_empty()).map(|u| u.trim_end_matches('/').to_owned());
         let providers = crate::providers::Overrides::from_lookup(|k| get(k).filter(|v| !v.is_empty()));
-        Ok(Self { tenancy_table, operator_key, tenant_access_role_arn, token_key_id, public_url, providers })
+        let data_table = get("DATA_TABLE").filter(|v| !v.is_empty());
+        let sync_queue_url = get("SYNC_QUEUE_URL").filter(|v| !v.is_empty());
+        Ok(Self {
+            tenancy_table,
+            operator_key,
+            tenant_access_role_arn,
+            token_key_id,
+            public_url,
+            providers,
+            data_table,
+            sync_queue_url,
+        })
     }
 }

@@ -139,6 +139,21 @@ pub struct Connection {
     pub last_error: Option<String>,
     #[serde(skip)]
     pub tokens_sealed: String,
+    /// Bumped by every token refresh; a refresh stores its tokens only over the version it started from.
+    #[serde(skip)]
+    pub token_version: u64,
+}
+
+/// The outcome of asking for a connection's sync lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lease {
+    Acquired,
+    /// Another job is syncing this connection, over this many days.
+    Held {
+        days: u32,
+    },
+    /// The connection no longer exists.
+    Gone,
 }
 
 /// The tokens of a connection, sealed as one JSON document.
@@ -429,6 +444,7 @@ impl ConnectStore {
             .item("provider", s(c.provider.as_str()))
             .item("status", s(c.status.as_str()))
             .item("tokens", s(&c.tokens_sealed))
+            .item("token_version", AttributeValue::N(c.token_version.to_string()))
             .item("connected_at", s(&c.connected_at));
         if let Some(id) = &c.provider_user_id {
             req = req.item("provider_user_id", s(id));
@@ -450,7 +466,163 @@ impl ConnectStore {
             last_synced_at: get_s(item, "last_synced_at").map(str::to_owned),
             last_error: get_s(item, "last_error").map(str::to_owned),
             tokens_sealed: req_s(item, "tokens")?,
+            token_version: item
+                .get("token_version")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0),
         })
+    }
+
+    async fn update_connection(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        update: &str,
+        condition: &str,
+        values: Vec<(&str, AttributeValue)>,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(conn_sk(user, p)))
+            .update_expression(update)
+            .condition_expression(condition);
+        if update.contains("#st") {
+            req = req.expression_attribute_names("#st", "status");
+        }
+        for (k, v) in values {
+            req = req.expression_attribute_values(k, v);
+        }
+        match req.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("updating a connection")(e)),
+        }
+    }
+
+    /// Sets a connection's status (Sync now marks it syncing); `NotFound` when there is none.
+    pub async fn set_status(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        status: ConnectionStatus,
+    ) -> Result<(), StoreError> {
+        let ok = self
+            .update_connection(
+                tenant,
+                user,
+                p,
+                "SET #st = :st",
+                "attribute_exists(pk)",
+                vec![(":st", s(status.as_str()))],
+            )
+            .await?;
+        if ok { Ok(()) } else { Err(StoreError::NotFound) }
+    }
+
+    /// Takes the connection's sync lease for `job` (syncing `days`) until `until` (RFC 3339), so that one
+    /// connection syncs once at a time.
+    pub async fn acquire_lease(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        job: &str,
+        days: u32,
+        until: &str,
+    ) -> Result<Lease, StoreError> {
+        let now = crate::time::now_rfc3339();
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(conn_sk(user, p)))
+            .update_expression("SET lease_job = :job, lease_until = :until, lease_days = :days")
+            .condition_expression("attribute_exists(pk) AND (attribute_not_exists(lease_until) OR lease_until < :now OR lease_job = :job)")
+            .expression_attribute_values(":job", s(job))
+            .expression_attribute_values(":until", s(until))
+            .expression_attribute_values(":days", AttributeValue::N(days.to_string()))
+            .expression_attribute_values(":now", s(now))
+            .return_values_on_condition_check_failure(aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(Lease::Acquired),
+            Err(e) if conditional_failed(&e) => {
+                let old = e.as_service_error().and_then(|e| match e {
+                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
+                        c.item.clone()
+                    }
+                    _ => None,
+                });
+                Ok(match old {
+                    None => Lease::Gone,
+                    Some(item) => Lease::Held {
+                        days: item
+                            .get("lease_days")
+                            .and_then(|v| v.as_n().ok())
+                            .and_then(|n| n.parse().ok())
+                            .unwrap_or(0),
+                    },
+                })
+            }
+            Err(e) => Err(unavailable("taking a sync lease")(e)),
+        }
+    }
+
+    /// Ends a sync: the outcome becomes the status, and the lease is released (only by the job holding it).
+    pub async fn finish_sync(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        job: &str,
+        outcome: Result<(), (ConnectionStatus, String)>,
+    ) -> Result<(), StoreError> {
+        let now = crate::time::now_rfc3339();
+        let (update, values) = match outcome {
+            Ok(()) => (
+                "SET #st = :st, last_synced_at = :now REMOVE last_error, lease_job, lease_until, lease_days",
+                vec![(":st", s(ConnectionStatus::Connected.as_str())), (":now", s(now)), (":job", s(job))],
+            ),
+            Err((status, error)) => (
+                "SET #st = :st, last_error = :err REMOVE lease_job, lease_until, lease_days",
+                vec![(":st", s(status.as_str())), (":err", s(error)), (":job", s(job))],
+            ),
+        };
+        self.update_connection(tenant, user, p, update, "attribute_exists(pk) AND lease_job = :job", values).await?;
+        Ok(())
+    }
+
+    /// Stores refreshed tokens only over the version they were refreshed from (compare and swap): a second
+    /// refresher loses and must re-read instead of overwriting.
+    pub async fn replace_tokens(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        sealed: &str,
+        from_version: u64,
+    ) -> Result<bool, StoreError> {
+        self.update_connection(
+            tenant,
+            user,
+            p,
+            "SET tokens = :t, token_version = :next",
+            "token_version = :v",
+            vec![
+                (":t", s(sealed)),
+                (":next", AttributeValue::N((from_version + 1).to_string())),
+                (":v", AttributeValue::N(from_version.to_string())),
+            ],
+        )
+        .await
     }
 
     pub async fn connection(

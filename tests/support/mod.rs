@@ -30,6 +30,8 @@ pub struct TestStack {
     pub sandboxes: std::collections::HashMap<String, String>,
     /// The KMS key of this stack's token vault.
     pub token_key_id: String,
+    /// What each logical resource of template.yaml became (table names, queue URLs, ...).
+    pub refs: std::collections::HashMap<String, String>,
 }
 
 /// A tenant made through the operator API.
@@ -74,11 +76,14 @@ async fn try_start() -> anyhow::Result<TestStack> {
     let stack = Stack::start(sdk.clone(), options).await?;
     let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
     let token_key_id = stack.provisioned.refs.get("TokenKey").cloned().context("no TokenKey")?;
+    let refs = stack.provisioned.refs.clone();
     // The sandboxes live as long as the test's runtime: they stop when `running` is dropped with it.
     tokio::spawn(async move {
         let _keep = running;
         std::future::pending::<()>().await
     });
+    // Sync jobs run as they would in Lambda; the pollers end with the test's runtime.
+    let _workers = stack.spawn_workers();
     tokio::spawn(stack.serve(listener));
     let issuer = serve_jwks().await?;
     Ok(TestStack {
@@ -91,6 +96,7 @@ async fn try_start() -> anyhow::Result<TestStack> {
         issuer,
         sandboxes,
         token_key_id,
+        refs,
     })
 }
 

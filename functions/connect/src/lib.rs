@@ -2,8 +2,9 @@
 //! hosted Connect page (`/connect/{link}`), the OAuth callback (`/oauth/{provider}/callback`) and the
 //! connections API. Tokens are sealed in the vault with the context {tenant, user, provider}.
 
-pub mod oauth;
 pub mod page;
+
+use shared::oauth;
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ use shared::connect::{ConnectSession, ConnectStore, Connection, ConnectionStatus
 use shared::http::{EndUserScope, Json, Routes, TenantScope, created, list_body};
 use shared::ids::{TenantId, UserId};
 use shared::providers::{AfterConsent, Overrides, ProviderId, Revoke};
+use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::{Status, Stores};
 use shared::vault::{SecretContext, Vault};
 
@@ -28,6 +30,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     pub public_url: String,
     pub providers: Overrides,
+    /// Where Sync now sends its jobs.
+    pub sync: SyncQueue,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -37,9 +41,12 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/users/{user_id}/connections", list_connections)
         .delete("/v1/users/{user_id}/connections/{provider}", delete_connection)
         .get("/v1/me/connections", my_connections)
+        .post("/v1/users/{user_id}/connections/{provider}/sync", sync_for_user)
+        .post("/v1/me/connections/{provider}/sync", sync_for_me)
         .get("/connect/{link}", show_page)
         .post("/connect/{link}/{provider}/connect", start_connect)
         .post("/connect/{link}/{provider}/disconnect", disconnect_from_page)
+        .post("/connect/{link}/{provider}/sync", sync_from_page)
         .get("/oauth/{provider}/callback", callback)
 }
 
@@ -238,6 +245,97 @@ async fn delete_connection(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct SyncRequest {
+    #[serde(default)]
+    days: Option<u32>,
+}
+
+/// `{"days"?}`, or no body at all (7 days).
+fn days_of(body: &[u8]) -> Result<u32, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(7);
+    }
+    let parsed: SyncRequest = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request("invalid_body", format!("the JSON body was not accepted: {e}")))?;
+    Ok(parsed.days.unwrap_or(7))
+}
+
+/// Queues a sync job for the connection and marks it syncing; the job id lets the caller follow it.
+async fn start_sync(
+    app: &AppState,
+    store: &ConnectStore,
+    tenant: &TenantId,
+    user: &UserId,
+    p: ProviderId,
+    days: u32,
+) -> Result<String, ApiError> {
+    if !(1..=365).contains(&days) {
+        return Err(ApiError::bad_request("invalid_body", "days must be between 1 and 365"));
+    }
+    store
+        .connection(tenant, user, p)
+        .await
+        .map_err(|e| e.into_api("connection"))?
+        .ok_or_else(|| ApiError::not_found("connection to this provider"))?;
+    if !can_sync(p) {
+        return Err(ApiError::conflict(
+            "sync_not_available",
+            format!("syncing {p} is not available yet; its data reader has not landed"),
+        ));
+    }
+    let job = SyncJob::new(tenant.clone(), user.clone(), p, days);
+    store.set_status(tenant, user, p, ConnectionStatus::Syncing).await.map_err(|e| e.into_api("connection"))?;
+    if let Err(e) = app.sync.send(&job).await {
+        // Nothing was queued: the connection must not stay "syncing" for a job that will never run.
+        let _ = store.set_status(tenant, user, p, ConnectionStatus::Connected).await;
+        return Err(ApiError::unavailable(format!("the sync queue could not be reached; retry shortly ({e:#})")));
+    }
+    tracing::info!(tenant_id = %tenant, user_id = %user, provider = %p, job_id = %job.job_id, "sync queued");
+    Ok(job.job_id)
+}
+
+async fn sync_for_user(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Path((user, provider)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let days = days_of(&body)?;
+    let user = user_id(&user)?;
+    let p = ProviderId::parse(&provider).map_err(|_| ApiError::not_found("connection to this provider"))?;
+    let tenancy = app.stores.tenant(&scope.tenant_id).await?;
+    tenancy.get_user(&scope.tenant_id, &user).await.map_err(|e| e.into_api("user"))?;
+    let job = start_sync(&app, &tenancy.connect_store(), &scope.tenant_id, &user, p, days).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"job_id": job, "status": "syncing"}))).into_response())
+}
+
+async fn sync_for_me(
+    scope: EndUserScope,
+    State(app): State<AppState>,
+    Path(provider): Path<String>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    let days = days_of(&body)?;
+    let p = ProviderId::parse(&provider).map_err(|_| ApiError::not_found("connection to this provider"))?;
+    let store = app.stores.tenant(&scope.tenant_id).await?.connect_store();
+    let job = start_sync(&app, &store, &scope.tenant_id, &scope.user_id, p, days).await?;
+    Ok((StatusCode::ACCEPTED, axum::Json(json!({"job_id": job, "status": "syncing"}))).into_response())
+}
+
+async fn sync_from_page(State(app): State<AppState>, Path((link, provider)): Path<(String, String)>) -> Response {
+    let (session, store) = match session_of(&app, &link).await {
+        Ok(found) => found,
+        Err(page) => return page,
+    };
+    let Ok(p) = ProviderId::parse(&provider) else { return invalid_link() };
+    match start_sync(&app, &store, &session.tenant_id, &session.user_id, p, 7).await {
+        Ok(_) => Redirect::to(&page_url(&app, &link, p, "sync_started", None)).into_response(),
+        Err(e) => Redirect::to(&page_url(&app, &link, p, "error", Some(&e.message))).into_response(),
+    }
+}
+
 /// A page answer with a status.
 fn html(status: StatusCode, markup: maud::Markup) -> Response {
     (status, [("cache-control", "no-store")], Html(markup.into_string())).into_response()
@@ -320,6 +418,9 @@ async fn show_page(State(app): State<AppState>, Path(link): Path<String>, Query(
     let banner = match (q.result.as_deref(), q.provider.as_deref()) {
         (Some("connected"), Some(p)) => Some((true, format!("{} is connected.", name(p)))),
         (Some("disconnected"), Some(p)) => Some((true, format!("{} is disconnected.", name(p)))),
+        (Some("sync_started"), Some(p)) => {
+            Some((true, format!("Syncing {} now; this page shows when it is done.", name(p))))
+        }
         (Some("error"), Some(p)) => Some((
             false,
             format!("{} was not connected: {}", name(p), q.message.as_deref().unwrap_or("something went wrong")),
@@ -564,6 +665,7 @@ async fn complete(
         last_synced_at: None,
         last_error: None,
         tokens_sealed: sealed,
+        token_version: 1,
     };
     store.put_connection(tenant, &state.user_id, &connection).await.map_err(|_| generic.to_owned())?;
     tracing::info!(tenant_id = %tenant, user_id = %state.user_id, provider = %p, "connection stored");

@@ -14,6 +14,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         http: reqwest::Client::new(),
         public_url: config.public_url.clone().context("TENANTRY_PUBLIC_URL is not set")?,
         providers: config.providers.clone(),
+        sync: shared::sync::SyncQueue::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config.sync_queue_url.clone().context("SYNC_QUEUE_URL is not set")?,
+        ),
     };
     lambda_http::run(connect::router(state)).await
 }

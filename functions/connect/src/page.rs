@@ -100,6 +100,11 @@ pub fn connect_page(
                                         button type="submit" aria-label={ "Reconnect " (name) } { "Reconnect" }
                                     }
                                 }
+                                @if shared::sync::can_sync(card.provider) && c.status != ConnectionStatus::NeedsReauthorization {
+                                    form method="post" action={ "/connect/" (link) "/" (card.provider) "/sync" } {
+                                        button type="submit" aria-label={ "Sync " (name) " now" } { "Sync now" }
+                                    }
+                                }
                                 form method="post" action={ "/connect/" (link) "/" (card.provider) "/disconnect" } {
                                     button.secondary type="submit" aria-label={ "Disconnect " (name) } { "Disconnect" }
                                 }

@@ -13,6 +13,8 @@ use shared::tenancy::{Status, Stores, UserPatch};
 #[derive(Clone)]
 pub struct AppState {
     pub stores: Stores,
+    /// The normalized data table (`DATA_TABLE`).
+    pub data_table: String,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -22,6 +24,7 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/users/{user_id}", get_user)
         .patch("/v1/users/{user_id}", patch_user)
         .get("/v1/me", me)
+        .get("/v1/users/{user_id}/daily", daily)
 }
 
 pub fn router(state: AppState) -> axum::Router {
@@ -159,4 +162,38 @@ async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response
         .await
         .map_err(|e| e.into_api("user"))?;
     Ok(axum::Json(user).into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DailyQuery {
+    from: String,
+    to: String,
+}
+
+fn date(field: &str, raw: &str) -> Result<time::Date, ApiError> {
+    time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
+        .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be a date like 2026-11-29")))
+}
+
+/// Daily summaries of `from..=to` (the user's local dates), one entry per day and source.
+async fn daily(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<DailyQuery>,
+) -> Result<Response, ApiError> {
+    let id = user_id(&id)?;
+    let (from, to) = (date("from", &q.from)?, date("to", &q.to)?);
+    if to < from || (to - from).whole_days() > 366 {
+        return Err(ApiError::bad_request("invalid_query", "`to` must be on or after `from`, at most 366 days later"));
+    }
+    let tenancy = app.stores.tenant(&scope.tenant_id).await?;
+    tenancy.get_user(&scope.tenant_id, &id).await.map_err(|e| e.into_api("user"))?;
+    let days = tenancy
+        .data_store(&app.data_table)
+        .daily(&scope.tenant_id, &id, &q.from, &q.to)
+        .await
+        .map_err(|e| e.into_api("daily summary"))?;
+    Ok(axum::Json(list_body(days, None)).into_response())
 }

@@ -6,5 +6,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = shared::Config::from_env()?;
     let aws = shared::aws::sdk_config().await;
     let stores = Stores::from_config(&config, &aws);
-    lambda_http::run(data::router(data::AppState { stores })).await
+    let data_table = config.data_table.clone().ok_or("DATA_TABLE is not set")?;
+    lambda_http::run(data::router(data::AppState { stores, data_table })).await
 }

@@ -24,6 +24,8 @@ pub struct Stack {
     pub provisioned: Provisioned,
     pub router: Router,
     pub sdk: aws_config::SdkConfig,
+    /// The handlers of the queue-triggered and scheduled functions.
+    pub workers: workers::Workers,
 }
 
 /// Options for [`Stack::start`].
@@ -72,26 +74,54 @@ impl Stack {
             vault: Arc::new(shared::aws::vault(&control, &sdk)?),
             public_url: public_url(&control)?,
         };
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let queue = |c: &shared::Config| -> anyhow::Result<shared::sync::SyncQueue> {
+            Ok(shared::sync::SyncQueue::new(sqs.clone(), c.sync_queue_url.clone().context("SYNC_QUEUE_URL")?))
+        };
         let connect_state = connect::AppState {
             stores: stores(&connect),
             vault: Arc::new(shared::aws::vault(&connect, &sdk)?),
             http: reqwest::Client::new(),
             public_url: public_url(&connect)?,
             providers: connect.providers.clone(),
+            sync: queue(&connect)?,
+        };
+        let sync = env_of("SyncWorkerFunction")?;
+        let worker = Arc::new(sync_worker::Worker {
+            stores: stores(&sync),
+            vault: Arc::new(shared::aws::vault(&sync, &sdk)?),
+            http: reqwest::Client::new(),
+            providers: sync.providers.clone(),
+            queue: queue(&sync)?,
+            data_table: sync.data_table.clone().context("DATA_TABLE")?,
+        });
+        let sync_handler: workers::QueueHandler = Arc::new(move |event| {
+            let worker = worker.clone();
+            Box::pin(async move { Ok(worker.handle(event).await) })
+        });
+        let workers = workers::Workers {
+            queues: HashMap::from([("SyncWorkerFunction".to_owned(), sync_handler)]),
+            ticks: HashMap::new(),
         };
         let functions = HashMap::from([
             ("ControlFunction".to_owned(), control::router(control_state)),
-            ("DataFunction".to_owned(), data::router(data::AppState { stores: stores(&data) })),
+            (
+                "DataFunction".to_owned(),
+                data::router(data::AppState {
+                    stores: stores(&data),
+                    data_table: data.data_table.clone().context("DATA_TABLE")?,
+                }),
+            ),
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
         ]);
         let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
-        Ok(Self { template, provisioned, router, sdk })
+        Ok(Self { template, provisioned, router, sdk, workers })
     }
 
     /// Starts the queue pollers and schedule ticks of the template's event-driven functions.
-    pub fn spawn_workers(&self, workers: &workers::Workers) -> Vec<tokio::task::JoinHandle<()>> {
+    pub fn spawn_workers(&self) -> Vec<tokio::task::JoinHandle<()>> {
         let sqs = aws_sdk_sqs::Client::new(&self.sdk);
-        workers::spawn(&self.template, &self.provisioned, sqs, workers, workers::default_tick_cap())
+        workers::spawn(&self.template, &self.provisioned, sqs, &self.workers, workers::default_tick_cap())
     }
 
     /// Serves on `listener` until the future is dropped.

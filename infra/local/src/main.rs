@@ -27,8 +27,7 @@ async fn main() -> anyhow::Result<()> {
     let options =
         Options { prefix, operator_key: operator_key.clone(), jwt: None, public_url: base.clone(), extra_env };
     let stack = Stack::start(sdk, options).await?;
-    // Queue-triggered and scheduled functions register their handlers here as they arrive.
-    let _workers = stack.spawn_workers(&tenantry_local::workers::Workers::default());
+    let _workers = stack.spawn_workers();
     let routes: usize = stack.template.functions.iter().map(|f| f.routes.len()).sum();
     println!(
         r#"

@@ -156,6 +156,11 @@ impl TenancyStore {
         crate::connect::ConnectStore::new(self.client.clone(), &self.table)
     }
 
+    /// The normalized data table through the same credentials.
+    pub fn data_store(&self, table: &str) -> crate::sync::DataStore {
+        crate::sync::DataStore::new(self.client.clone(), table)
+    }
+
     /// The same table through other credentials (a tenant-scoped session).
     pub fn with_client(&self, client: Client) -> Self {
         Self { client, table: self.table.clone() }

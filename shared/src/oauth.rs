@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use crate::connect::TokenSet;
+use crate::providers::{ClientAuth, Overrides, Provider};
 use oauth2::basic::{
     BasicErrorResponse, BasicRevocationErrorResponse, BasicTokenIntrospectionResponse, BasicTokenType,
 };
@@ -14,8 +16,6 @@ use oauth2::{
 };
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use shared::connect::TokenSet;
-use shared::providers::{ClientAuth, Overrides, Provider};
 
 /// Every field of the token response beyond the standard ones (Polar's `x_user_id`, Strava's `athlete`).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -138,7 +138,7 @@ pub async fn exchange(
         RequestTokenError::Request(_) => ExchangeError::Unreachable(name.clone()),
         RequestTokenError::Parse(..) | RequestTokenError::Other(_) => ExchangeError::Garbled(name.clone()),
     })?;
-    let expires_at = response.expires_in().map(|d| shared::time::now().unix_timestamp() + d.as_secs() as i64);
+    let expires_at = response.expires_in().map(|d| crate::time::now().unix_timestamp() + d.as_secs() as i64);
     let scopes =
         response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_else(|| app.scopes.clone());
     Ok(Exchanged {
@@ -149,6 +149,47 @@ pub async fn exchange(
             expires_at,
         },
         scopes,
+    })
+}
+
+/// Trades a refresh token for new tokens. Providers rotate refresh tokens: the old one is spent, so the
+/// caller must store the answer before anyone else refreshes (see the single-flight refresh in sync-worker).
+pub async fn refresh(
+    http: &reqwest::Client,
+    provider: &'static dyn Provider,
+    urls: &Overrides,
+    app: &App,
+    refresh_token: String,
+) -> Result<Exchanged, ExchangeError> {
+    let name = provider.display_name().to_owned();
+    let client = client(provider, urls, app, "http://localhost/").map_err(|_| ExchangeError::Garbled(name.clone()))?;
+    let token = oauth2::RefreshToken::new(refresh_token.clone());
+    let mut req = client.exchange_refresh_token(&token);
+    for (k, v) in provider.token_params() {
+        // Withings names the grant through its `action` too.
+        let v = if *k == "action" { "requesttoken" } else { v };
+        req = req.add_extra_param(*k, v);
+    }
+    let http_client = Http { client: http.clone(), provider };
+    let response = req.request_async(&http_client).await.map_err(|e| match e {
+        RequestTokenError::ServerResponse(r) => ExchangeError::Refused {
+            provider: name.clone(),
+            code: r.error().as_ref().to_owned(),
+            description: r.error_description().map(|d| format!(" ({d})")).unwrap_or_default(),
+        },
+        RequestTokenError::Request(_) => ExchangeError::Unreachable(name.clone()),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => ExchangeError::Garbled(name.clone()),
+    })?;
+    let expires_at = response.expires_in().map(|d| crate::time::now().unix_timestamp() + d.as_secs() as i64);
+    Ok(Exchanged {
+        provider_user_id: provider.user_id_from_token(&response.extra_fields().fields),
+        tokens: TokenSet {
+            access_token: response.access_token().secret().to_owned(),
+            // A provider that does not rotate keeps the old refresh token valid.
+            refresh_token: response.refresh_token().map(|t| t.secret().to_owned()).or(Some(refresh_token)),
+            expires_at,
+        },
+        scopes: response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
     })
 }
 

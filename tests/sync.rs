@@ -1,0 +1,123 @@
+//! Sync now, end to end through the local stack's queue poller and the sync worker, against sandbox Oura.
+
+use std::time::Duration;
+
+use integration_tests::connect::{configure, connections, consent, no_redirects, session};
+use integration_tests::{Auth, TestStack, TestTenant, start};
+use serde_json::{Value, json};
+
+/// Connects the user to sandbox Oura through the Connect flow.
+async fn connected_user(s: &TestStack, t: &TestTenant, name: &str) -> String {
+    configure(s, t, "oura").await;
+    let user = s.user(t, name).await;
+    let user_id = user["id"].as_str().unwrap_or_default().to_owned();
+    let url = session(s, t, &user_id).await;
+    let callback = consent(&url, "oura", "approve").await;
+    no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(connections(s, t, &user_id).await.len(), 1);
+    user_id
+}
+
+/// Waits until the connection is connected again after a sync, and the queue is empty.
+async fn settled(s: &TestStack, t: &TestTenant, user_id: &str) -> Value {
+    let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
+    for _ in 0..200 {
+        let c = connections(s, t, user_id).await.into_iter().next().unwrap_or_default();
+        let attrs = sqs
+            .get_queue_attributes()
+            .queue_url(&s.refs["SyncQueue"])
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+            .send()
+            .await
+            .ok()
+            .and_then(|o| o.attributes)
+            .unwrap_or_default();
+        let waiting: u64 = attrs
+            .iter()
+            .filter(|(k, _)| k.as_str().starts_with("ApproximateNumberOfMessages"))
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum();
+        if c["status"] == "connected" && c["last_synced_at"].is_string() && waiting == 0 {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the sync did not settle: {:?}", connections(s, t, user_id).await);
+}
+
+fn days_ago(n: i64) -> String {
+    (time::OffsetDateTime::now_utc().date() - time::Duration::days(n)).to_string()
+}
+
+async fn daily(s: &TestStack, t: &TestTenant, user_id: &str) -> Vec<Value> {
+    let path = format!("/v1/users/{user_id}/daily?from={}&to={}", days_ago(30), days_ago(0));
+    let r = s.call("GET", &path, Auth::Bearer(&t.api_key), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body["data"].as_array().cloned().unwrap_or_default()
+}
+
+#[tokio::test]
+async fn sync_now_brings_oura_daily_activity_into_the_data_api_and_a_second_sync_changes_nothing() {
+    let s = start().await;
+    let t = s.tenant("Syncing").await;
+    let user_id = connected_user(&s, &t, "gus").await;
+    let path = format!("/v1/users/{user_id}/connections/oura/sync");
+    let r = s.call("POST", &path, Auth::Bearer(&t.api_key), Some(json!({"days": 7}))).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert!(r.body["job_id"].as_str().is_some_and(|j| j.starts_with("job_")));
+    let c = settled(&s, &t, &user_id).await;
+    assert!(c["last_error"].is_null(), "{c}");
+
+    let first = daily(&s, &t, &user_id).await;
+    assert!(first.len() >= 7, "a week of days: {first:?}");
+    assert!(first.iter().all(|d| d["source"] == "oura" && d["steps"].as_i64().is_some_and(|n| n > 0)), "{first:?}");
+
+    s.call("POST", &path, Auth::Bearer(&t.api_key), None).await;
+    settled(&s, &t, &user_id).await;
+    let strip = |v: Vec<Value>| -> Vec<Value> {
+        v.into_iter()
+            .map(|mut d| {
+                d.as_object_mut().map(|o| o.remove("synced_at"));
+                d
+            })
+            .collect()
+    };
+    assert_eq!(strip(daily(&s, &t, &user_id).await), strip(first), "the same data, not doubled");
+
+    s.call("POST", &path, Auth::Bearer(&t.api_key), Some(json!({"days": 0}))).await.assert_error(400, "invalid_body");
+    let other = format!("/v1/users/{user_id}/connections/strava/sync");
+    s.call("POST", &other, Auth::Bearer(&t.api_key), None).await.assert_error(404, "not_found");
+}
+
+#[tokio::test]
+async fn fifty_racing_syncs_of_one_connection_refresh_its_token_exactly_once() {
+    let s = start().await;
+    let t = s.tenant("Racing").await;
+    let faults = format!("{}/sandbox/faults", s.sandboxes["oura"]);
+    // The first access token is born expired, so the first sync must refresh it.
+    let r = s.http.post(&faults).json(&json!({"access_token_ttl_seconds": 0})).send().await;
+    assert!(r.is_ok_and(|r| r.status().is_success()));
+    let user_id = connected_user(&s, &t, "hal").await;
+    let r = s.http.post(&faults).json(&json!({"access_token_ttl_seconds": null})).send().await;
+    assert!(r.is_ok_and(|r| r.status().is_success()));
+
+    let path = format!("/v1/users/{user_id}/connections/oura/sync");
+    let calls = (0..50).map(|_| s.call("POST", &path, Auth::Bearer(&t.api_key), None));
+    let answers = futures::future::join_all(calls).await;
+    assert!(answers.iter().all(|r| r.status == 202), "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
+    settled(&s, &t, &user_id).await;
+
+    let state: Value = s
+        .http
+        .get(format!("{}/sandbox/state", s.sandboxes["oura"]))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
+    let text = state.to_string();
+    assert!(text.contains("\"refreshes\":1"), "exactly one refresh: {state}");
+    assert!(text.contains("\"invalid_grant\":0"), "no refresh token was reused: {state}");
+    assert!(!daily(&s, &t, &user_id).await.is_empty());
+}
