@@ -169,6 +169,23 @@ async fn a_person_connects_sandbox_oura_in_a_real_browser_at_phone_width() {
     assert!(b.text("[role=status]").await.contains("Oura is connected"));
     let shot = b.screenshot("connect-page-connected.png").await;
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "a screenshot at {}", shot.display());
+
+    // Sync now: the card says Syncing, then Connected again once the worker is done.
+    b.click("li[data-provider=oura] button[aria-label='Sync Oura now']").await;
+    b.wait_for_url_containing("result=sync_started").await;
+    let here = b.call("GET", &format!("/session/{}/url", b.session), Value::Null).await;
+    let mut state = String::new();
+    for _ in 0..100 {
+        b.go(here.as_str().unwrap_or_default()).await;
+        state = b.text("li[data-provider=oura] .state").await;
+        if state == "Connected" {
+            break;
+        }
+        assert_eq!(state, "Syncing", "the card shows the sync in progress");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(state, "Connected", "the sync finished");
+    b.screenshot("connect-page-synced.png").await;
     b.call("DELETE", &format!("/session/{}", b.session), Value::Null).await;
 
     let r = s

@@ -43,12 +43,18 @@ fn state_text(c: &Option<Connection>) -> (&'static str, String) {
 }
 
 fn shell(title: &str, body: Markup) -> Markup {
+    shell_with(title, body, false)
+}
+
+/// `refresh`: reload every few seconds (while a sync runs), without script.
+fn shell_with(title: &str, body: Markup, refresh: bool) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                @if refresh { meta http-equiv="refresh" content="3"; }
                 title { (title) }
                 style { (PreEscaped(STYLE)) }
             }
@@ -116,7 +122,8 @@ pub fn connect_page(
         }
         a.back href=(return_url) { "Back to " (tenant_name) }
     };
-    shell(&format!("Connect your devices · {tenant_name}"), body)
+    let syncing = cards.iter().any(|c| c.connection.as_ref().is_some_and(|c| c.status == ConnectionStatus::Syncing));
+    shell_with(&format!("Connect your devices · {tenant_name}"), body, syncing)
 }
 
 /// A page that ends a flow with a message (an error, a declined consent, an expired link).

@@ -270,3 +270,19 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_event_carries_a_sync_job() {
+        let event: Result<SqsEvent, _> = serde_json::from_str(include_str!("../../../events/sync-worker/job.json"));
+        let job = event
+            .ok()
+            .and_then(|e| e.records.into_iter().next())
+            .and_then(|m| m.body)
+            .map(|b| serde_json::from_str::<SyncJob>(&b));
+        assert!(matches!(job, Some(Ok(SyncJob { provider: ProviderId::Oura, days: 7, .. }))), "{job:?}");
+    }
+}
