@@ -2,42 +2,18 @@
 //! capability links), single-use OAuth states, and the connections themselves with their sealed tokens.
 //! All items live in the tenancy table under the tenant's partition (see docs/data-model.md).
 
-use std::collections::HashMap;
-
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use crate::dynamo::{Item, conditional_failed, get_s, old_item, req_s, s, unavailable};
 use crate::ids::{TenantId, UserId};
 use crate::providers::ProviderId;
 use crate::tenancy::StoreError;
-
-type Item = HashMap<String, AttributeValue>;
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
-    get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
-}
-
-fn conditional_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
-}
-
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
-}
 
 /// 32 random bytes, base64url: the secret part of a capability link or an OAuth state.
 pub fn random_secret() -> String {
@@ -409,12 +385,7 @@ impl ConnectStore {
         let item = match out {
             Ok(out) => out.attributes.context("update returned no item")?,
             Err(e) if conditional_failed(&e) => {
-                let old = e.as_service_error().and_then(|e| match e {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                        c.item.clone()
-                    }
-                    _ => None,
-                });
+                let old = old_item(&e);
                 return match old {
                     None => Ok(None),
                     Some(old) if old.contains_key("used_at") => Err(StoreError::Conflict("state_used".into())),
@@ -555,12 +526,7 @@ impl ConnectStore {
         match out {
             Ok(_) => Ok(Lease::Acquired),
             Err(e) if conditional_failed(&e) => {
-                let old = e.as_service_error().and_then(|e| match e {
-                    aws_sdk_dynamodb::operation::update_item::UpdateItemError::ConditionalCheckFailedException(c) => {
-                        c.item.clone()
-                    }
-                    _ => None,
-                });
+                let old = old_item(&e);
                 Ok(match old {
                     None => Lease::Gone,
                     Some(item) => Lease::Held {

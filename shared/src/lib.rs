@@ -6,6 +6,7 @@ pub mod auth;
 pub mod aws;
 pub mod config;
 pub mod connect;
+pub mod dynamo;
 pub mod error;
 pub mod http;
 pub mod ids;

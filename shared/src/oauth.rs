@@ -129,15 +129,7 @@ pub async fn exchange(
         req = req.set_pkce_verifier(PkceCodeVerifier::new(v));
     }
     let client = Http { client: http.clone(), provider };
-    let response = req.request_async(&client).await.map_err(|e| match e {
-        RequestTokenError::ServerResponse(r) => ExchangeError::Refused {
-            provider: name.clone(),
-            code: r.error().as_ref().to_owned(),
-            description: r.error_description().map(|d| format!(" ({d})")).unwrap_or_default(),
-        },
-        RequestTokenError::Request(_) => ExchangeError::Unreachable(name.clone()),
-        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => ExchangeError::Garbled(name.clone()),
-    })?;
+    let response = req.request_async(&client).await.map_err(|e| token_error(&name, e))?;
     let expires_at = response.expires_in().map(|d| crate::time::now().unix_timestamp() + d.as_secs() as i64);
     let scopes =
         response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_else(|| app.scopes.clone());
@@ -171,15 +163,7 @@ pub async fn refresh(
         req = req.add_extra_param(*k, v);
     }
     let http_client = Http { client: http.clone(), provider };
-    let response = req.request_async(&http_client).await.map_err(|e| match e {
-        RequestTokenError::ServerResponse(r) => ExchangeError::Refused {
-            provider: name.clone(),
-            code: r.error().as_ref().to_owned(),
-            description: r.error_description().map(|d| format!(" ({d})")).unwrap_or_default(),
-        },
-        RequestTokenError::Request(_) => ExchangeError::Unreachable(name.clone()),
-        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => ExchangeError::Garbled(name.clone()),
-    })?;
+    let response = req.request_async(&http_client).await.map_err(|e| token_error(&name, e))?;
     let expires_at = response.expires_in().map(|d| crate::time::now().unix_timestamp() + d.as_secs() as i64);
     Ok(Exchanged {
         provider_user_id: provider.user_id_from_token(&response.extra_fields().fields),
@@ -191,6 +175,22 @@ pub async fn refresh(
         },
         scopes: response.scopes().map(|s| s.iter().map(|s| s.to_string()).collect()).unwrap_or_default(),
     })
+}
+
+/// What a failed token request means for the person or the job.
+fn token_error<RE: std::error::Error + 'static>(
+    name: &str,
+    e: RequestTokenError<RE, oauth2::StandardErrorResponse<oauth2::basic::BasicErrorResponseType>>,
+) -> ExchangeError {
+    match e {
+        RequestTokenError::ServerResponse(r) => ExchangeError::Refused {
+            provider: name.to_owned(),
+            code: r.error().as_ref().to_owned(),
+            description: r.error_description().map(|d| format!(" ({d})")).unwrap_or_default(),
+        },
+        RequestTokenError::Request(_) => ExchangeError::Unreachable(name.to_owned()),
+        RequestTokenError::Parse(..) | RequestTokenError::Other(_) => ExchangeError::Garbled(name.to_owned()),
+    }
 }
 
 /// The HTTP client `oauth2` calls: ours, with the provider's quirks undone. A named type (not a closure)

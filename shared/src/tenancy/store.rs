@@ -13,17 +13,16 @@ use std::collections::HashMap;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
 
 use super::{ApiKey, AuthSettings, Status, Tenant, TenantName, User, UserPatch};
 use crate::apikey::{self, NewKey};
+use crate::dynamo::{Item, conditional_failed, get_s, req_s, s, unavailable};
 use crate::error::ApiError;
 use crate::http::Page;
 use crate::ids::{Email, ExternalId, KeyId, TenantId, UserId};
-
-type Item = HashMap<String, AttributeValue>;
 
 /// Expected outcomes are variants; everything else is `Unavailable` with its cause.
 #[derive(Debug, thiserror::Error)]
@@ -51,27 +50,6 @@ impl StoreError {
             Self::Unavailable(e) => ApiError::internal(e),
         }
     }
-}
-
-fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
-    move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
-}
-
-fn s(v: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(v.into())
-}
-
-fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
-    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
-}
-
-fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
-    get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
-}
-
-/// Whether a write was refused by its condition expression (the expected outcome of a conditional write).
-fn conditional_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
-    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
 }
 
 fn transaction_cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> bool {

@@ -1,0 +1,44 @@
+//! Small helpers every DynamoDB adapter of ours uses: attribute access, the expected outcome of a
+//! conditional write, and the old item a failed condition returns.
+
+use std::collections::HashMap;
+
+use anyhow::Context;
+use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
+use aws_sdk_dynamodb::types::AttributeValue;
+
+use crate::tenancy::StoreError;
+
+pub type Item = HashMap<String, AttributeValue>;
+
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+pub fn get_s<'a>(item: &'a Item, key: &str) -> Option<&'a str> {
+    item.get(key).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+pub fn req_s(item: &Item, key: &str) -> anyhow::Result<String> {
+    get_s(item, key).map(str::to_owned).with_context(|| format!("stored item lacks `{key}`"))
+}
+
+/// Whether a write was refused by its condition expression (the expected outcome of a conditional write).
+pub fn conditional_failed<E: ProvideErrorMetadata, R>(e: &SdkError<E, R>) -> bool {
+    e.as_service_error().and_then(ProvideErrorMetadata::code) == Some("ConditionalCheckFailedException")
+}
+
+/// The item as it was when an update's condition failed (asked for with `ReturnValuesOnConditionCheckFailure`);
+/// `None` when there was no item.
+pub fn old_item<R>(e: &SdkError<UpdateItemError, R>) -> Option<Item> {
+    match e.as_service_error()? {
+        UpdateItemError::ConditionalCheckFailedException(c) => c.item.clone(),
+        _ => None,
+    }
+}
+
+/// Maps an SDK failure to `StoreError::Unavailable` with what we were doing.
+pub fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
+    move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
+}
