@@ -196,3 +196,54 @@ async fn a_token_endpoint_that_hangs_ends_on_a_clear_error_after_the_timeout() {
     assert!(to.contains("result=error") && to.contains("did+not+answer+in+time"), "{to}");
     assert!(connections(&s, &t, user_id).await.is_empty());
 }
+
+#[tokio::test]
+async fn an_expired_state_is_refused_and_connects_nothing() {
+    let s = start().await;
+    let t = s.tenant("Late").await;
+    configure(&s, &t, "oura").await;
+    let user = s.user(&t, "ivy").await;
+    let user_id = user["id"].as_str().unwrap_or_default();
+    let tenant = shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}"));
+    let store = shared::connect::ConnectStore::new(s.dynamodb.clone(), &s.table);
+    let secret = shared::connect::random_secret();
+    let state = shared::connect::OAuthState {
+        session_id: "cs_expired".into(),
+        user_id: shared::ids::UserId::parse(user_id).unwrap_or_else(|e| panic!("{e}")),
+        provider: shared::providers::ProviderId::Oura,
+        pkce_sealed: None,
+        redirect_uri: format!("{}/oauth/oura/callback", s.base),
+    };
+    let used = |secret: String| {
+        let (dynamodb, table, pk) = (s.dynamodb.clone(), s.table.clone(), t.id.clone());
+        async move {
+            let sk = format!("oauth#{}", shared::apikey::hash_secret(&secret));
+            let item = dynamodb
+                .get_item()
+                .table_name(table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("{e:?}"));
+            item.item().is_some_and(|i| i.contains_key("used_at"))
+        }
+    };
+    // A live state is redeemed (marked used) by the callback; an expired one is refused before that.
+    let live = shared::connect::random_secret();
+    store.put_state(&tenant, &live, &state, time::Duration::minutes(10)).await.unwrap_or_else(|e| panic!("{e:?}"));
+    no_redirects()
+        .get(format!("{}/oauth/oura/callback?code=abc&state={}.{live}", s.base, t.id))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(used(live).await, "the live state was spent");
+
+    store.put_state(&tenant, &secret, &state, time::Duration::minutes(-1)).await.unwrap_or_else(|e| panic!("{e:?}"));
+    let callback = format!("{}/oauth/oura/callback?code=abc&state={}.{secret}", s.base, t.id);
+    let r = no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap_or_default().contains("not valid or has expired"));
+    assert!(!used(secret).await, "the expired state was refused, not redeemed");
+    assert!(connections(&s, &t, user_id).await.is_empty());
+}
