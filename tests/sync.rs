@@ -121,3 +121,106 @@ async fn fifty_racing_syncs_of_one_connection_refresh_its_token_exactly_once() {
     assert!(text.contains("\"invalid_grant\":0"), "no refresh token was reused: {state}");
     assert!(!daily(&s, &t, &user_id).await.is_empty());
 }
+
+async fn fault(s: &TestStack, body: Value) {
+    let r = s.http.post(format!("{}/sandbox/faults", s.sandboxes["oura"])).json(&body).send().await;
+    assert!(r.is_ok_and(|r| r.status().is_success()), "fault {body}");
+}
+
+async fn connection(s: &TestStack, t: &TestTenant, user_id: &str) -> Value {
+    connections(s, t, user_id).await.into_iter().next().unwrap_or_default()
+}
+
+async fn wait_for(s: &TestStack, t: &TestTenant, user_id: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..150 {
+        let c = connection(s, t, user_id).await;
+        if check(&c) {
+            return c;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: {}", connection(s, t, user_id).await);
+}
+
+#[tokio::test]
+async fn a_rate_limited_sync_goes_back_to_the_queue_until_the_reset_and_then_completes() {
+    let s = start().await;
+    let t = s.tenant("Limited").await;
+    let user_id = connected_user(&s, &t, "ida").await;
+    fault(&s, json!({"data": "429", "rate_limit_window_seconds": 2})).await;
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let c = wait_for(&s, &t, &user_id, "the 429 is recorded", |c| {
+        c["last_error"].as_str().is_some_and(|e| e.contains("rate limit"))
+    })
+    .await;
+    assert_eq!(c["status"], "syncing", "the job is not lost, it waits for the reset");
+    fault(&s, json!({"data": "none"})).await;
+    let c = settled(&s, &t, &user_id).await;
+    assert!(c["last_error"].is_null(), "{c}");
+    assert!(!daily(&s, &t, &user_id).await.is_empty());
+}
+
+#[tokio::test]
+async fn a_provider_error_keeps_the_job_for_a_retry() {
+    let s = start().await;
+    let t = s.tenant("Flaky").await;
+    let user_id = connected_user(&s, &t, "jon").await;
+    fault(&s, json!({"data": "500"})).await;
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let c = wait_for(&s, &t, &user_id, "the 500 is recorded", |c| {
+        c["last_error"].as_str().is_some_and(|e| e.contains("500"))
+    })
+    .await;
+    assert_eq!(c["status"], "syncing");
+    let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(&s.refs["SyncQueue"])
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.attributes)
+        .unwrap_or_default();
+    let waiting: u64 = attrs.values().filter_map(|v| v.parse::<u64>().ok()).sum();
+    assert_eq!(waiting, 1, "the job waits in the queue for its retry: {attrs:?}");
+}
+
+#[tokio::test]
+async fn a_grant_revoked_at_the_provider_marks_the_connection_for_reauthorization() {
+    use secrecy::ExposeSecret;
+    let s = start().await;
+    let t = s.tenant("Revoked").await;
+    fault(&s, json!({"access_token_ttl_seconds": 0})).await;
+    let user_id = connected_user(&s, &t, "kim").await;
+    // The person revokes the app at Oura: the access token and its refresh token die there.
+    let item = s
+        .dynamodb
+        .get_item()
+        .table_name(&s.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(t.id.clone()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("conn#{user_id}#oura")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let sealed = item.item().and_then(|i| i.get("tokens")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let vault =
+        shared::vault::Vault::new(aws_sdk_kms::Client::new(&shared::aws::sdk_config().await), s.token_key_id.clone());
+    let ctx = shared::vault::SecretContext::user(
+        shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}")),
+        shared::ids::UserId::parse(&user_id).unwrap_or_else(|e| panic!("{e}")),
+        "oura",
+    );
+    let tokens: Value = serde_json::from_str(
+        vault.open_string(&ctx, &sealed).await.unwrap_or_else(|e| panic!("{e:?}")).expose_secret(),
+    )
+    .unwrap_or_default();
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    let r =
+        s.http.post(format!("{}/oauth/revoke", s.sandboxes["oura"])).query(&[("access_token", access)]).send().await;
+    assert!(r.is_ok_and(|r| r.status().is_success()));
+
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let c = wait_for(&s, &t, &user_id, "reauthorization is asked", |c| c["status"] == "needs_reauthorization").await;
+    assert!(c["last_error"].as_str().is_some_and(|e| !e.is_empty()), "{c}");
+}

@@ -106,7 +106,9 @@ impl Worker {
         let status = match &outcome {
             Ok(()) => Ok(()),
             Err(Failure::Reauthorize(why)) => Err((ConnectionStatus::NeedsReauthorization, why.clone())),
-            Err(Failure::Retry { why, .. }) | Err(Failure::Drop(why)) => Err((ConnectionStatus::Error, why.clone())),
+            // Still on its way: the job comes back, so the connection stays "syncing", with the reason.
+            Err(Failure::Retry { why, .. }) => Err((ConnectionStatus::Syncing, why.clone())),
+            Err(Failure::Drop(why)) => Err((ConnectionStatus::Error, why.clone())),
         };
         if let Err(e) = store.finish_sync(&job.tenant_id, &job.user_id, job.provider, &job.job_id, status).await {
             tracing::warn!(error = ?e, "could not record the sync's outcome");
