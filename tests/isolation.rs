@@ -30,7 +30,7 @@ fn fill(path: &str, tenant: &str, user: &str, key: &str) -> String {
         .replace("{key_id}", key)
         .replace("{provider}", "oura")
         .replace("{link}", "not-a-link")
-        + if path.ends_with("/daily") { "?from=2026-11-01&to=2026-11-07" } else { "" }
+        + if path.ends_with("/daily") { "?start=2026-11-01&end=2026-11-07" } else { "" }
 }
 
 fn names_an_object(path: &str) -> bool {

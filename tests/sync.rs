@@ -50,7 +50,7 @@ fn days_ago(n: i64) -> String {
 }
 
 async fn daily(s: &TestStack, t: &TestTenant, user_id: &str) -> Vec<Value> {
-    let path = format!("/v1/users/{user_id}/daily?from={}&to={}", days_ago(30), days_ago(0));
+    let path = format!("/v1/users/{user_id}/daily?start={}&end={}", days_ago(30), days_ago(0));
     let r = s.call("GET", &path, Auth::Bearer(&t.api_key), None).await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["data"].as_array().cloned().unwrap_or_default()
@@ -83,6 +83,19 @@ async fn sync_now_brings_oura_daily_activity_into_the_data_api_and_a_second_sync
             .collect()
     };
     assert_eq!(strip(daily(&s, &t, &user_id).await), strip(first), "the same data, not doubled");
+
+    let only_steps = format!("/v1/users/{user_id}/daily?start={}&end={}&metrics=steps", days_ago(30), days_ago(0));
+    let r = s.call("GET", &only_steps, Auth::Bearer(&t.api_key), None).await;
+    let days = r.body["data"].as_array().cloned().unwrap_or_default();
+    assert!(
+        !days.is_empty() && days.iter().all(|d| d["steps"].is_i64() && d.get("distance_m").is_none()),
+        "{}",
+        r.body
+    );
+    let bad = format!("/v1/users/{user_id}/daily?start={}&end={}&metrics=mood", days_ago(3), days_ago(0));
+    s.call("GET", &bad, Auth::Bearer(&t.api_key), None).await.assert_error(400, "invalid_query");
+    let backwards = format!("/v1/users/{user_id}/daily?start={}&end={}", days_ago(0), days_ago(3));
+    s.call("GET", &backwards, Auth::Bearer(&t.api_key), None).await.assert_error(400, "invalid_query");
 
     s.call("POST", &path, Auth::Bearer(&t.api_key), Some(json!({"days": 0}))).await.assert_error(400, "invalid_body");
     let other = format!("/v1/users/{user_id}/connections/strava/sync");

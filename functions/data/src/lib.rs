@@ -25,6 +25,7 @@ pub fn routes() -> Routes<AppState> {
         .patch("/v1/users/{user_id}", patch_user)
         .get("/v1/me", me)
         .get("/v1/users/{user_id}/daily", daily)
+        .get("/v1/me/daily", my_daily)
 }
 
 pub fn router(state: AppState) -> axum::Router {
@@ -167,33 +168,72 @@ async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DailyQuery {
-    from: String,
-    to: String,
+    start: String,
+    end: String,
+    /// Comma-separated metric names to keep (`steps,distance_m`); all when absent.
+    metrics: Option<String>,
 }
+
+const METRICS: [&str; 5] = ["steps", "active_energy_kcal", "total_energy_kcal", "distance_m", "activity_score"];
 
 fn date(field: &str, raw: &str) -> Result<time::Date, ApiError> {
     time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
         .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be a date like 2026-11-29")))
 }
 
-/// Daily summaries of `from..=to` (the user's local dates), one entry per day and source.
+async fn daily_of(
+    app: &AppState,
+    tenant: &shared::ids::TenantId,
+    user: &UserId,
+    q: DailyQuery,
+) -> Result<Response, ApiError> {
+    let (start, end) = (date("start", &q.start)?, date("end", &q.end)?);
+    if end < start || (end - start).whole_days() > 366 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "`end` must be on or after `start`, at most 366 days later",
+        ));
+    }
+    let wanted: Option<Vec<&str>> =
+        q.metrics.as_deref().map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect());
+    if let Some(unknown) = wanted.iter().flatten().find(|m| !METRICS.contains(m)) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            format!("unknown metric `{unknown}`; known: {}", METRICS.join(", ")),
+        ));
+    }
+    let tenancy = app.stores.tenant(tenant).await?;
+    tenancy.get_user(tenant, user).await.map_err(|e| e.into_api("user"))?;
+    let days = tenancy
+        .data_store(&app.data_table)
+        .daily(tenant, user, &q.start, &q.end)
+        .await
+        .map_err(|e| e.into_api("daily summary"))?;
+    let mut out = Vec::with_capacity(days.len());
+    for day in days {
+        let mut v = serde_json::to_value(day).map_err(anyhow::Error::from)?;
+        if let (Some(wanted), Some(obj)) = (&wanted, v.as_object_mut()) {
+            obj.retain(|k, _| !METRICS.contains(&k.as_str()) || wanted.contains(&k.as_str()));
+        }
+        out.push(v);
+    }
+    Ok(axum::Json(list_body(out, None)).into_response())
+}
+
+/// Daily summaries of `start..=end` (the user's local dates), one entry per day and source.
 async fn daily(
     scope: TenantScope,
     State(app): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<DailyQuery>,
 ) -> Result<Response, ApiError> {
-    let id = user_id(&id)?;
-    let (from, to) = (date("from", &q.from)?, date("to", &q.to)?);
-    if to < from || (to - from).whole_days() > 366 {
-        return Err(ApiError::bad_request("invalid_query", "`to` must be on or after `from`, at most 366 days later"));
-    }
-    let tenancy = app.stores.tenant(&scope.tenant_id).await?;
-    tenancy.get_user(&scope.tenant_id, &id).await.map_err(|e| e.into_api("user"))?;
-    let days = tenancy
-        .data_store(&app.data_table)
-        .daily(&scope.tenant_id, &id, &q.from, &q.to)
-        .await
-        .map_err(|e| e.into_api("daily summary"))?;
-    Ok(axum::Json(list_body(days, None)).into_response())
+    daily_of(&app, &scope.tenant_id, &user_id(&id)?, q).await
+}
+
+async fn my_daily(
+    scope: EndUserScope,
+    State(app): State<AppState>,
+    Query(q): Query<DailyQuery>,
+) -> Result<Response, ApiError> {
+    daily_of(&app, &scope.tenant_id, &scope.user_id, q).await
 }
