@@ -403,8 +403,31 @@ impl ConnectStore {
         }))
     }
 
-    /// Creates or replaces the user's connection to the provider (reconnecting replaces the tokens).
+    /// Which of the tenant's users the provider knows by `provider_user_id` (webhooks name users so).
+    pub async fn user_by_provider_id(
+        &self,
+        tenant: &TenantId,
+        p: ProviderId,
+        provider_user_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let Some(item) = self.get(tenant, &format!("puser#{p}#{provider_user_id}")).await? else { return Ok(None) };
+        Ok(Some(UserId::parse(&req_s(&item, "user_id")?).map_err(anyhow::Error::from)?))
+    }
+
+    /// Creates or replaces the user's connection to the provider (reconnecting replaces the tokens), and
+    /// the lookup from the provider's user id.
     pub async fn put_connection(&self, tenant: &TenantId, user: &UserId, c: &Connection) -> Result<(), StoreError> {
+        if let Some(pid) = &c.provider_user_id {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(tenant.as_str()))
+                .item("sk", s(format!("puser#{}#{pid}", c.provider)))
+                .item("user_id", s(user.as_str()))
+                .send()
+                .await
+                .map_err(unavailable("storing a provider user id"))?;
+        }
         let mut req = self
             .client
             .put_item()

@@ -653,13 +653,33 @@ async fn complete(
             Err(_) => return Err(format!("{} could not be reached to register the user", p.provider().display_name())),
         }
     }
+    let mut provider_user_id = exchanged.provider_user_id.clone();
+    if provider_user_id.is_none()
+        && let Some((url, field)) = p.provider().user_info()
+    {
+        let info = app
+            .http
+            .get(app.providers.url(p, url))
+            .bearer_auth(&exchanged.tokens.access_token)
+            .timeout(std::time::Duration::from_secs(10))
+            .send()
+            .await;
+        match info {
+            Ok(r) if r.status().is_success() => {
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                provider_user_id = body[field].as_str().map(str::to_owned);
+            }
+            // Only webhooks need the id; the connection works without it.
+            _ => tracing::warn!(provider = %p, "could not read the provider's user id"),
+        }
+    }
     let plain = serde_json::to_vec(&exchanged.tokens).map_err(|_| generic.to_owned())?;
     let sealed =
         app.vault.seal(&token_context(tenant, &state.user_id, p), &plain).await.map_err(|_| generic.to_owned())?;
     let connection = Connection {
         provider: p,
         status: ConnectionStatus::Connected,
-        provider_user_id: exchanged.provider_user_id,
+        provider_user_id,
         scopes: exchanged.scopes,
         connected_at: shared::time::now_rfc3339(),
         last_synced_at: None,

@@ -86,6 +86,12 @@ impl Stack {
             providers: connect.providers.clone(),
             sync: queue(&connect)?,
         };
+        let hooks = env_of("WebhooksFunction")?;
+        let webhooks_state = webhooks::AppState {
+            stores: stores(&hooks),
+            vault: Arc::new(shared::aws::vault(&hooks, &sdk)?),
+            sync: queue(&hooks)?,
+        };
         let sync = env_of("SyncWorkerFunction")?;
         let worker = Arc::new(sync_worker::Worker {
             stores: stores(&sync),
@@ -113,6 +119,7 @@ impl Stack {
                 }),
             ),
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
+            ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
         ]);
         let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
         Ok(Self { template, provisioned, router, sdk, workers })

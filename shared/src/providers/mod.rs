@@ -156,6 +156,11 @@ pub trait Provider: Send + Sync {
     fn revoke(&self) -> Revoke {
         Revoke::None
     }
+    /// Where to ask who the user is when the token response does not say (URL, JSON field of the id);
+    /// webhooks name users by this id.
+    fn user_info(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
     fn after_consent(&self) -> AfterConsent {
         AfterConsent::Nothing
     }

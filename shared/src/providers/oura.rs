@@ -22,4 +22,7 @@ impl super::Provider for Oura {
     fn revoke(&self) -> Revoke {
         Revoke::QueryAccessToken("https://api.ouraring.com/oauth/revoke")
     }
+    fn user_info(&self) -> Option<(&'static str, &'static str)> {
+        Some(("https://api.ouraring.com/v2/usercollection/personal_info", "id"))
+    }
 }
