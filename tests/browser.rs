@@ -14,6 +14,7 @@ const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 struct Driver {
     child: Child,
+    profile: std::path::PathBuf,
     base: String,
     http: reqwest::Client,
     session: String,
@@ -23,6 +24,8 @@ impl Drop for Driver {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // Each run's browser profile is a few MB; leave no trail on a shared machine.
+        let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
 
@@ -44,14 +47,14 @@ impl Driver {
             .unwrap_or_else(|e| panic!("starting chromedriver: {e}"));
         let base = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let mut driver = Driver { child, base, http, session: String::new() };
+        let profile = std::env::temp_dir().join(format!("tenantry-chromium-{}", ulid::Ulid::new()));
+        let mut driver = Driver { child, profile: profile.clone(), base, http, session: String::new() };
         for _ in 0..100 {
             if driver.http.get(format!("{}/status", driver.base)).send().await.is_ok_and(|r| r.status().is_success()) {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("tenantry-chromium-{}", ulid::Ulid::new()));
         let caps = json!({"capabilities": {"alwaysMatch": {"browserName": "chrome", "goog:chromeOptions": {
             "binary": "/usr/bin/chromium",
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
