@@ -156,6 +156,35 @@ fn conn_sk(user: &UserId, p: ProviderId) -> String {
     format!("conn#{user}#{p}")
 }
 
+/// Shards of the due-time index, so the scheduler's reads and the writes of many connections spread
+/// over several index partitions.
+pub const DUE_SHARDS: u32 = 8;
+
+/// How often a connection is synced on schedule.
+pub const SYNC_INTERVAL: time::Duration = time::Duration::hours(1);
+
+fn due_pk(tenant: &TenantId, user: &UserId) -> String {
+    let shard = crate::apikey::hash_secret(&format!("{tenant}{user}"))
+        .bytes()
+        .fold(0u32, |a, b| a.wrapping_mul(31).wrapping_add(u32::from(b)));
+    format!("due#{}", shard % DUE_SHARDS)
+}
+
+/// The due-index sort key: when, then who (so it is unique and carries the connection's key).
+fn due_sk(at: &str, tenant: &TenantId, user: &UserId, p: ProviderId) -> String {
+    format!("{at}#{tenant}#{user}#{p}")
+}
+
+/// A connection the scheduler found due.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+    pub provider: ProviderId,
+    /// The index entry as read; planning replaces it only if it is still this one.
+    pub due_sk: String,
+}
+
 fn list_of(item: &Item, key: &str) -> Vec<String> {
     item.get(key).and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default()
 }
@@ -439,7 +468,10 @@ impl ConnectStore {
             .item("status", s(c.status.as_str()))
             .item("tokens", s(&c.tokens_sealed))
             .item("token_version", AttributeValue::N(c.token_version.to_string()))
-            .item("connected_at", s(&c.connected_at));
+            .item("connected_at", s(&c.connected_at))
+            // Due at once: the first scheduled sync follows the connection.
+            .item("gsi1pk", s(due_pk(tenant, user)))
+            .item("gsi1sk", s(due_sk(&crate::time::now_rfc3339(), tenant, user, c.provider)));
         if let Some(id) = &c.provider_user_id {
             req = req.item("provider_user_id", s(id));
         }
@@ -575,10 +607,21 @@ impl ConnectStore {
         outcome: Result<(), (ConnectionStatus, String)>,
     ) -> Result<(), StoreError> {
         let now = crate::time::now_rfc3339();
+        let next = due_sk(&crate::time::format(crate::time::now() + SYNC_INTERVAL), tenant, user, p);
         let (update, values) = match outcome {
             Ok(()) => (
-                "SET #st = :st, last_synced_at = :now REMOVE last_error, lease_job, lease_until, lease_days",
-                vec![(":st", s(ConnectionStatus::Connected.as_str())), (":now", s(now)), (":job", s(job))],
+                "SET #st = :st, last_synced_at = :now, gsi1sk = :next REMOVE last_error, lease_job, lease_until, lease_days",
+                vec![
+                    (":st", s(ConnectionStatus::Connected.as_str())),
+                    (":now", s(now)),
+                    (":job", s(job)),
+                    (":next", s(next)),
+                ],
+            ),
+            // A connection that needs the person again is not due until they reconnect.
+            Err((ConnectionStatus::NeedsReauthorization, error)) => (
+                "SET #st = :st, last_error = :err REMOVE lease_job, lease_until, lease_days, gsi1pk, gsi1sk",
+                vec![(":st", s(ConnectionStatus::NeedsReauthorization.as_str())), (":err", s(error)), (":job", s(job))],
             ),
             Err((status, error)) => (
                 "SET #st = :st, last_error = :err REMOVE lease_job, lease_until, lease_days",
@@ -587,6 +630,50 @@ impl ConnectStore {
         };
         self.update_connection(tenant, user, p, update, "attribute_exists(pk) AND lease_job = :job", values).await?;
         Ok(())
+    }
+
+    /// Connections due by `now` in one shard of the due index, oldest first, at most `limit`. Reads the
+    /// index across tenants: the scheduler's own role, never a tenant session.
+    pub async fn due(&self, shard: u32, now: &str, limit: i32) -> Result<Vec<Due>, StoreError> {
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk AND gsi1sk < :now")
+            .expression_attribute_values(":pk", s(format!("due#{shard}")))
+            .expression_attribute_values(":now", s(format!("{now}#~")))
+            .limit(limit.max(1))
+            .send()
+            .await
+            .map_err(unavailable("reading due connections"))?;
+        let mut due = Vec::new();
+        for item in out.items() {
+            let Some(sk) = get_s(item, "gsi1sk") else { continue };
+            let mut parts = sk.rsplitn(4, '#');
+            let (Some(p), Some(u), Some(t)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let (Ok(provider), Ok(user_id), Ok(tenant_id)) =
+                (ProviderId::parse(p), UserId::parse(u), TenantId::parse(t))
+            else {
+                continue;
+            };
+            due.push(Due { tenant_id, user_id, provider, due_sk: sk.to_owned() });
+        }
+        Ok(due)
+    }
+
+    /// Moves a due connection's next sync to `next_at`, only if nobody planned it since it was read: two
+    /// schedulers never plan the same connection twice.
+    pub async fn plan(&self, d: &Due, next_at: &str) -> Result<bool, StoreError> {
+        self.update_connection(
+            &d.tenant_id,
+            &d.user_id,
+            d.provider,
+            "SET gsi1sk = :next",
+            "gsi1sk = :old",
+            vec![(":next", s(due_sk(next_at, &d.tenant_id, &d.user_id, d.provider))), (":old", s(&d.due_sk))],
+        )
+        .await
     }
 
     /// Stores refreshed tokens only over the version they were refreshed from (compare and swap): a second

@@ -52,11 +52,17 @@ impl SyncQueue {
     }
 
     pub async fn send(&self, job: &SyncJob) -> anyhow::Result<()> {
+        self.send_delayed(job, 0).await
+    }
+
+    /// Queues a job that becomes visible after `delay_seconds` (at most 900, SQS's limit).
+    pub async fn send_delayed(&self, job: &SyncJob, delay_seconds: i32) -> anyhow::Result<()> {
         let body = serde_json::to_string(job)?;
         self.client
             .send_message()
             .queue_url(&self.url)
             .message_body(body)
+            .delay_seconds(delay_seconds.clamp(0, 900))
             .send()
             .await
             .context("queueing a sync job")?;

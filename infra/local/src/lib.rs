@@ -105,9 +105,18 @@ impl Stack {
             let worker = worker.clone();
             Box::pin(async move { Ok(worker.handle(event).await) })
         });
+        let plan = env_of("SyncSchedulerFunction")?;
+        let scheduler = Arc::new(sync_scheduler::Scheduler::new(
+            shared::connect::ConnectStore::new(aws_sdk_dynamodb::Client::new(&sdk), &plan.tenancy_table),
+            queue(&plan)?,
+        ));
+        let tick: workers::TickHandler = Arc::new(move || {
+            let scheduler = scheduler.clone();
+            Box::pin(async move { scheduler.tick().await.map(|_| ()) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([("SyncWorkerFunction".to_owned(), sync_handler)]),
-            ticks: HashMap::new(),
+            ticks: HashMap::from([("SyncSchedulerFunction".to_owned(), tick)]),
         };
         let functions = HashMap::from([
             ("ControlFunction".to_owned(), control::router(control_state)),
