@@ -1,9 +1,11 @@
 //! Connecting a device end to end over HTTP, against the sandbox providers: provider app and Connect
 //! settings, a connect session, the page, the provider's consent, the callback, the connections API.
 
-use integration_tests::connect::{RETURN_URL, configure, connections, consent, location, no_redirects, session};
+use integration_tests::connect::{
+    RETURN_URL, configure, connections, consent, location, no_redirects, sandbox_state, session,
+};
 use integration_tests::{Auth, start};
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[tokio::test]
 async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_connection() {
@@ -51,15 +53,7 @@ async fn a_user_connects_sandbox_oura_and_a_repeated_callback_makes_no_second_co
     let r = s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
     assert!(connections(&s, &t, user_id).await.is_empty());
-    let state: Value = s
-        .http
-        .get(format!("{}/sandbox/state", s.sandboxes["oura"]))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let state = sandbox_state(&s, "oura").await;
     assert!(state.to_string().contains("\"revocations\":1"), "the sandbox saw one revocation: {state}");
     s.call("DELETE", &format!("/v1/users/{user_id}/connections/oura"), Auth::Bearer(&t.api_key), None)
         .await

@@ -4,9 +4,8 @@
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 
-use integration_tests::connect::{configure, consent, no_redirects, session};
+use integration_tests::connect::{configure, consent, no_redirects, session, stored_tokens};
 use integration_tests::{Auth, start};
-use secrecy::ExposeSecret;
 
 #[derive(Clone, Default)]
 struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -49,25 +48,7 @@ async fn no_token_or_secret_appears_in_the_logs_of_a_whole_connect_flow() {
     assert_eq!(r.body["data"].as_array().map(Vec::len), Some(1), "{}", r.body);
 
     // The tokens themselves, opened from the vault the way the platform would.
-    let item = s
-        .dynamodb
-        .get_item()
-        .table_name(&s.table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(t.id.clone()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("conn#{user_id}#oura")))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let sealed = item.item().and_then(|i| i.get("tokens")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    let tenant_id = shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}"));
-    let user = shared::ids::UserId::parse(&user_id).unwrap_or_else(|e| panic!("{e}"));
-    let vault =
-        shared::vault::Vault::new(aws_sdk_kms::Client::new(&shared::aws::sdk_config().await), s.token_key_id.clone());
-    let opened = vault
-        .open_string(&shared::vault::SecretContext::user(tenant_id, user, "oura"), &sealed)
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let tokens: serde_json::Value = serde_json::from_str(opened.expose_secret()).unwrap_or_default();
+    let tokens = stored_tokens(&s, &t, &user_id).await;
     let query: std::collections::HashMap<String, String> = url::Url::parse(&callback)
         .map(|u| u.query_pairs().map(|(k, v)| (k.into_owned(), v.into_owned())).collect())
         .unwrap_or_default();

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use integration_tests::connect::{configure, connections, consent, no_redirects, session};
+use integration_tests::connect::{
+    configure, connections, consent, no_redirects, sandbox_state, session, stored_tokens,
+};
 use integration_tests::{Auth, TestStack, TestTenant, start};
 use serde_json::{Value, json};
 
@@ -120,15 +122,7 @@ async fn fifty_racing_syncs_of_one_connection_refresh_its_token_exactly_once() {
     assert!(answers.iter().all(|r| r.status == 202), "{:?}", answers.iter().map(|r| r.status).collect::<Vec<_>>());
     settled(&s, &t, &user_id).await;
 
-    let state: Value = s
-        .http
-        .get(format!("{}/sandbox/state", s.sandboxes["oura"]))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let state = sandbox_state(&s, "oura").await;
     let text = state.to_string();
     assert!(text.contains("\"refreshes\":1"), "exactly one refresh: {state}");
     assert!(text.contains("\"invalid_grant\":0"), "no refresh token was reused: {state}");
@@ -201,33 +195,12 @@ async fn a_provider_error_keeps_the_job_for_a_retry() {
 
 #[tokio::test]
 async fn a_grant_revoked_at_the_provider_marks_the_connection_for_reauthorization() {
-    use secrecy::ExposeSecret;
     let s = start().await;
     let t = s.tenant("Revoked").await;
     fault(&s, json!({"access_token_ttl_seconds": 0})).await;
     let user_id = connected_user(&s, &t, "kim").await;
     // The person revokes the app at Oura: the access token and its refresh token die there.
-    let item = s
-        .dynamodb
-        .get_item()
-        .table_name(&s.table)
-        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(t.id.clone()))
-        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("conn#{user_id}#oura")))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e:?}"));
-    let sealed = item.item().and_then(|i| i.get("tokens")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
-    let vault =
-        shared::vault::Vault::new(aws_sdk_kms::Client::new(&shared::aws::sdk_config().await), s.token_key_id.clone());
-    let ctx = shared::vault::SecretContext::user(
-        shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}")),
-        shared::ids::UserId::parse(&user_id).unwrap_or_else(|e| panic!("{e}")),
-        "oura",
-    );
-    let tokens: Value = serde_json::from_str(
-        vault.open_string(&ctx, &sealed).await.unwrap_or_else(|e| panic!("{e:?}")).expose_secret(),
-    )
-    .unwrap_or_default();
+    let tokens = stored_tokens(&s, &t, &user_id).await;
     let access = tokens["access_token"].as_str().unwrap_or_default();
     let r =
         s.http.post(format!("{}/oauth/revoke", s.sandboxes["oura"])).query(&[("access_token", access)]).send().await;

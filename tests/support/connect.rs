@@ -65,3 +65,36 @@ pub async fn connections(s: &TestStack, t: &TestTenant, user_id: &str) -> Vec<Va
     assert_eq!(r.status, 200, "{}", r.body);
     r.body["data"].as_array().cloned().unwrap_or_default()
 }
+
+/// The tokens stored for the user's Oura connection, opened from the vault the way the platform would.
+pub async fn stored_tokens(s: &TestStack, t: &TestTenant, user_id: &str) -> Value {
+    use secrecy::ExposeSecret;
+    let item = s
+        .dynamodb
+        .get_item()
+        .table_name(&s.table)
+        .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(t.id.clone()))
+        .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(format!("conn#{user_id}#oura")))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    let sealed = item.item().and_then(|i| i.get("tokens")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
+    let vault =
+        shared::vault::Vault::new(aws_sdk_kms::Client::new(&shared::aws::sdk_config().await), s.token_key_id.clone());
+    let ctx = shared::vault::SecretContext::user(
+        shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}")),
+        shared::ids::UserId::parse(user_id).unwrap_or_else(|e| panic!("{e}")),
+        "oura",
+    );
+    let opened = vault.open_string(&ctx, &sealed).await.unwrap_or_else(|e| panic!("{e:?}"));
+    serde_json::from_str(opened.expose_secret()).unwrap_or_default()
+}
+
+/// A sandbox provider's counters (`/sandbox/state`).
+pub async fn sandbox_state(s: &TestStack, provider: &str) -> Value {
+    let r = s.http.get(format!("{}/sandbox/state", s.sandboxes[provider])).send().await;
+    match r {
+        Ok(r) => r.json().await.unwrap_or_default(),
+        Err(e) => panic!("{e}"),
+    }
+}
