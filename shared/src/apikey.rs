@@ -21,10 +21,20 @@ pub struct NewKey {
     pub prefix: String,
 }
 
-pub fn mint(tenant_id: &TenantId) -> NewKey {
+/// 32 random bytes, base64url: the secret of an API key, a Connect link or an OAuth state.
+pub fn random_secret() -> String {
     let mut bytes = [0u8; 32];
     rand::thread_rng().fill_bytes(&mut bytes);
-    let secret = URL_SAFE_NO_PAD.encode(bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Compares two secrets (or their hashes) without an early exit, so timing says nothing about them.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub fn mint(tenant_id: &TenantId) -> NewKey {
+    let secret = random_secret();
     let key_id = KeyId::generate();
     NewKey {
         full: SecretString::from(format!("{SCHEME}{tenant_id}.{key_id}.{secret}")),
@@ -70,9 +80,7 @@ impl PresentedKey {
 
     /// Constant-time comparison of the secret's hash with the stored one.
     pub fn matches(&self, stored_hash: &str) -> bool {
-        let presented = hash_secret(self.secret.expose_secret());
-        presented.len() == stored_hash.len()
-            && presented.bytes().zip(stored_hash.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        constant_time_eq(hash_secret(self.secret.expose_secret()).as_bytes(), stored_hash.as_bytes())
     }
 }
 

@@ -5,9 +5,6 @@
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::dynamo::{Item, conditional_failed, get_s, old_item, req_s, s, unavailable};
@@ -15,11 +12,16 @@ use crate::ids::{TenantId, UserId};
 use crate::providers::ProviderId;
 use crate::tenancy::StoreError;
 
-/// 32 random bytes, base64url: the secret part of a capability link or an OAuth state.
-pub fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
+pub use crate::apikey::random_secret;
+
+/// The vault context of a connection's tokens, and of the secrets of its OAuth flow.
+pub fn token_context(tenant: &TenantId, user: &UserId, provider: ProviderId) -> crate::vault::SecretContext {
+    crate::vault::SecretContext::user(tenant.clone(), user.clone(), provider.as_str())
+}
+
+/// The vault context of a provider app's client secret.
+pub fn app_secret_context(tenant: &TenantId, provider: ProviderId) -> crate::vault::SecretContext {
+    crate::vault::SecretContext::tenant(tenant.clone(), format!("provider_app:{provider}"))
 }
 
 fn secret_hash(secret: &str) -> String {
@@ -246,6 +248,22 @@ impl ConnectStore {
         }
     }
 
+    /// The tenant's app at the provider with its client secret opened from the vault; `None` when the
+    /// tenant has not configured one.
+    pub async fn open_app(
+        &self,
+        vault: &crate::vault::Vault,
+        tenant: &TenantId,
+        provider: ProviderId,
+    ) -> anyhow::Result<Option<crate::oauth::App>> {
+        let Some(row) = self.app(tenant, provider).await? else { return Ok(None) };
+        let secret = vault
+            .open_string(&app_secret_context(tenant, provider), &row.client_secret_sealed)
+            .await
+            .context("opening the provider app's secret")?;
+        Ok(Some(crate::oauth::App { client_id: row.client_id, client_secret: secret, scopes: row.scopes }))
+    }
+
     /// Every configured provider app of the tenant, in provider order.
     pub async fn apps(&self, tenant: &TenantId) -> Result<Vec<ProviderApp>, StoreError> {
         let out = self
@@ -347,10 +365,7 @@ impl ConnectStore {
     ) -> Result<Option<ConnectSession>, StoreError> {
         let Some(item) = self.get(tenant, &format!("cs#{id}")).await? else { return Ok(None) };
         let stored = req_s(&item, "secret_hash")?;
-        let presented = secret_hash(secret);
-        let same = stored.len() == presented.len()
-            && stored.bytes().zip(presented.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if !same {
+        if !crate::apikey::constant_time_eq(stored.as_bytes(), secret_hash(secret).as_bytes()) {
             return Ok(None);
         }
         Ok(Some(ConnectSession {

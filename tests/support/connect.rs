@@ -81,11 +81,9 @@ pub async fn stored_tokens(s: &TestStack, t: &TestTenant, user_id: &str) -> Valu
     let sealed = item.item().and_then(|i| i.get("tokens")).and_then(|v| v.as_s().ok()).cloned().unwrap_or_default();
     let vault =
         shared::vault::Vault::new(aws_sdk_kms::Client::new(&shared::aws::sdk_config().await), s.token_key_id.clone());
-    let ctx = shared::vault::SecretContext::user(
-        shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}")),
-        shared::ids::UserId::parse(user_id).unwrap_or_else(|e| panic!("{e}")),
-        "oura",
-    );
+    let tenant = shared::ids::TenantId::parse(&t.id).unwrap_or_else(|e| panic!("{e}"));
+    let user = shared::ids::UserId::parse(user_id).unwrap_or_else(|e| panic!("{e}"));
+    let ctx = shared::connect::token_context(&tenant, &user, shared::providers::ProviderId::Oura);
     let opened = vault.open_string(&ctx, &sealed).await.unwrap_or_else(|e| panic!("{e:?}"));
     serde_json::from_str(opened.expose_secret()).unwrap_or_default()
 }

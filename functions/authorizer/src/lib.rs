@@ -40,11 +40,6 @@ fn digest(v: &str) -> [u8; 32] {
     Sha256::digest(v.as_bytes()).into()
 }
 
-/// Equal-length digests compared without an early exit, so timing says nothing about the key.
-fn same_digest(a: &[u8; 32], b: &[u8; 32]) -> bool {
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn unavailable(e: StoreError) -> Principal {
     tracing::error!(error = ?e, "tenancy store unavailable during authorization");
     Principal::anonymous(503, "auth_unavailable", "we could not check your credentials just now; retry shortly")
@@ -76,7 +71,7 @@ impl Authorizer {
             return Principal::missing();
         };
         if let Some(expected) = &self.operator_key_hash
-            && same_digest(expected, &digest(credential))
+            && apikey::constant_time_eq(expected, &digest(credential))
         {
             return Principal::Operator;
         }

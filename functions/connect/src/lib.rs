@@ -15,13 +15,13 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 use shared::ApiError;
-use shared::connect::{ConnectSession, ConnectStore, Connection, ConnectionStatus, OAuthState};
+use shared::connect::{ConnectSession, ConnectStore, Connection, ConnectionStatus, OAuthState, token_context};
 use shared::http::{EndUserScope, Json, Routes, TenantScope, created, list_body};
 use shared::ids::{TenantId, UserId};
 use shared::providers::{AfterConsent, Overrides, ProviderId, Revoke};
 use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::{Status, Stores};
-use shared::vault::{SecretContext, Vault};
+use shared::vault::Vault;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -57,14 +57,6 @@ pub fn router(state: AppState) -> axum::Router {
 /// How long a Connect link lives, and an OAuth state.
 const SESSION_TTL: time::Duration = time::Duration::minutes(30);
 const STATE_TTL: time::Duration = time::Duration::minutes(10);
-
-fn token_context(tenant: &TenantId, user: &UserId, provider: ProviderId) -> SecretContext {
-    SecretContext::user(tenant.clone(), user.clone(), provider.as_str())
-}
-
-fn app_secret_context(tenant: &TenantId, provider: ProviderId) -> SecretContext {
-    SecretContext::tenant(tenant.clone(), format!("provider_app:{provider}"))
-}
 
 fn vault_error(e: shared::vault::VaultError) -> ApiError {
     ApiError::internal(anyhow::Error::new(e).context("vault"))
@@ -216,12 +208,9 @@ async fn revoke(
         Revoke::BearerDelete(u) => app.http.delete(url(u)).bearer_auth(&tokens.access_token),
         Revoke::FormToken(u) => {
             let mut form = vec![("token", tokens.access_token.clone())];
-            if let Ok(Some(app_row)) = store.app(tenant, p).await
-                && let Ok(secret) =
-                    app.vault.open_string(&app_secret_context(tenant, p), &app_row.client_secret_sealed).await
-            {
-                form.push(("client_id", app_row.client_id));
-                form.push(("client_secret", secret.expose_secret().to_owned()));
+            if let Ok(Some(creds)) = store.open_app(&app.vault, tenant, p).await {
+                form.push(("client_id", creds.client_id));
+                form.push(("client_secret", creds.client_secret.expose_secret().to_owned()));
             }
             app.http.post(url(u)).form(&form)
         }
@@ -463,10 +452,7 @@ async fn open_app(
     tenant: &TenantId,
     p: ProviderId,
 ) -> Result<Option<oauth::App>, ApiError> {
-    let Some(row) = store.app(tenant, p).await.map_err(|e| e.into_api("provider app"))? else { return Ok(None) };
-    let secret =
-        app.vault.open_string(&app_secret_context(tenant, p), &row.client_secret_sealed).await.map_err(vault_error)?;
-    Ok(Some(oauth::App { client_id: row.client_id, client_secret: secret, scopes: row.scopes }))
+    store.open_app(&app.vault, tenant, p).await.map_err(ApiError::internal)
 }
 
 fn redirect_uri(app: &AppState, p: ProviderId) -> String {

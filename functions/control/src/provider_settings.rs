@@ -8,14 +8,8 @@ use shared::ApiError;
 use shared::connect::{ConnectSettings, ProviderApp};
 use shared::http::{Json, TenantScope, list_body};
 use shared::providers::ProviderId;
-use shared::vault::SecretContext;
 
 use crate::AppState;
-
-/// The vault context of a provider app's client secret.
-pub fn app_secret_context(scope: &TenantScope, provider: ProviderId) -> SecretContext {
-    SecretContext::tenant(scope.tenant_id.clone(), format!("provider_app:{provider}"))
-}
 
 fn provider(raw: &str) -> Result<ProviderId, ApiError> {
     ProviderId::parse(raw).map_err(|m| ApiError::new(axum::http::StatusCode::NOT_FOUND, "unknown_provider", m))
@@ -66,7 +60,7 @@ pub async fn put_app(
     };
     let sealed = app
         .vault
-        .seal(&app_secret_context(&scope, provider), secret.as_bytes())
+        .seal(&shared::connect::app_secret_context(&scope.tenant_id, provider), secret.as_bytes())
         .await
         .map_err(|e| ApiError::internal(e.into()))?;
     let stored = ProviderApp {

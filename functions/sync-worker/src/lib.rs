@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use secrecy::ExposeSecret;
-use shared::connect::{ConnectStore, Connection, ConnectionStatus, Lease, TokenSet};
+use shared::connect::{ConnectStore, Connection, ConnectionStatus, Lease, TokenSet, token_context};
 use shared::oauth::{self, ExchangeError};
 use shared::providers::{Overrides, ProviderId};
-use shared::sync::{DailySummary, SyncJob, SyncQueue, can_sync};
+use shared::sync::{DailySummary, DataStore, SyncJob, SyncQueue, can_sync};
 use shared::tenancy::Stores;
 use shared::vault::{SecretContext, Vault};
 use tracing::instrument;
@@ -102,7 +102,7 @@ impl Worker {
             }
             Err(e) => return Err(unavailable(&e)),
         }
-        let outcome = self.sync(&store, job).await;
+        let outcome = self.sync(&store, &tenancy.data_store(&self.data_table), job).await;
         let status = match &outcome {
             Ok(()) => Ok(()),
             Err(Failure::Reauthorize(why)) => Err((ConnectionStatus::NeedsReauthorization, why.clone())),
@@ -116,7 +116,7 @@ impl Worker {
         outcome
     }
 
-    async fn sync(&self, store: &ConnectStore, job: &SyncJob) -> Result<(), Failure> {
+    async fn sync(&self, store: &ConnectStore, data: &DataStore, job: &SyncJob) -> Result<(), Failure> {
         if !can_sync(job.provider) {
             return Err(Failure::Drop(format!("syncing {} is not available yet", job.provider)));
         }
@@ -127,12 +127,6 @@ impl Worker {
             .ok_or_else(|| Failure::Drop("the connection is gone".into()))?;
         let tokens = self.fresh_tokens(store, job, &conn).await?;
         let days = self.fetch_oura_daily(&tokens, job).await?;
-        let data = self
-            .stores
-            .tenant(&job.tenant_id)
-            .await
-            .map_err(|e| Failure::Retry { after: 30, why: e.to_string() })?
-            .data_store(&self.data_table);
         for day in &days {
             data.put_daily(&job.tenant_id, &job.user_id, day)
                 .await
@@ -143,7 +137,7 @@ impl Worker {
     }
 
     fn context(job: &SyncJob) -> SecretContext {
-        SecretContext::user(job.tenant_id.clone(), job.user_id.clone(), job.provider.as_str())
+        token_context(&job.tenant_id, &job.user_id, job.provider)
     }
 
     async fn open_tokens(&self, job: &SyncJob, conn: &Connection) -> Result<TokenSet, Failure> {
@@ -168,20 +162,11 @@ impl Worker {
         let Some(refresh_token) = tokens.refresh_token.clone() else {
             return Err(Failure::Reauthorize("the access token expired and the provider gave no refresh token".into()));
         };
-        let app = store
-            .app(&job.tenant_id, job.provider)
+        let creds = store
+            .open_app(&self.vault, &job.tenant_id, job.provider)
             .await
-            .map_err(|e| Failure::Retry { after: 30, why: e.to_string() })?
+            .map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?
             .ok_or_else(|| Failure::Drop("the provider app is no longer configured".into()))?;
-        let secret = self
-            .vault
-            .open_string(
-                &SecretContext::tenant(job.tenant_id.clone(), format!("provider_app:{}", job.provider)),
-                &app.client_secret_sealed,
-            )
-            .await
-            .map_err(|e| Failure::Retry { after: 30, why: format!("vault: {e}") })?;
-        let creds = oauth::App { client_id: app.client_id, client_secret: secret, scopes: app.scopes };
         let refreshed = oauth::refresh(&self.http, job.provider.provider(), &self.providers, &creds, refresh_token)
             .await
             .map_err(|e| match e {

@@ -26,7 +26,7 @@ use shared::ids::TenantId;
 use shared::providers::ProviderId;
 use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::Stores;
-use shared::vault::{SecretContext, Vault};
+use shared::vault::Vault;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -63,7 +63,7 @@ pub fn verification_token(secret: &[u8], tenant: &TenantId) -> String {
 }
 
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    shared::apikey::constant_time_eq(a.as_bytes(), b.as_bytes())
 }
 
 fn refused(message: &str) -> ApiError {
@@ -75,10 +75,8 @@ fn refused(message: &str) -> ApiError {
 async fn app_secret(app: &AppState, tenant: &str, p: ProviderId) -> Result<Option<(TenantId, Vec<u8>)>, ApiError> {
     let Ok(tenant) = TenantId::parse(tenant) else { return Ok(None) };
     let store = app.stores.tenant(&tenant).await?.connect_store();
-    let Some(row) = store.app(&tenant, p).await.map_err(|e| e.into_api("provider app"))? else { return Ok(None) };
-    let ctx = SecretContext::tenant(tenant.clone(), format!("provider_app:{p}"));
-    let secret = app.vault.open(&ctx, &row.client_secret_sealed).await.map_err(|e| ApiError::internal(e.into()))?;
-    Ok(Some((tenant, secret.expose_secret().to_vec())))
+    let opened = store.open_app(&app.vault, &tenant, p).await.map_err(ApiError::internal)?;
+    Ok(opened.map(|a| (tenant, a.client_secret.expose_secret().as_bytes().to_vec())))
 }
 
 fn provider(raw: &str) -> Result<ProviderId, ApiError> {
