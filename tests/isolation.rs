@@ -30,7 +30,16 @@ fn fill(path: &str, tenant: &str, user: &str, key: &str) -> String {
         .replace("{key_id}", key)
         .replace("{provider}", "oura")
         .replace("{link}", "not-a-link")
-        + if path.ends_with("/daily") { "?start=2026-11-01&end=2026-11-07" } else { "" }
+        + query_for(path)
+}
+
+/// A valid query for the data routes that need one, so that only the user id decides the answer.
+fn query_for(path: &str) -> &'static str {
+    match path.rsplit('/').next() {
+        Some("daily" | "sleep" | "workouts") => "?start=2026-11-01&end=2026-11-07",
+        Some("samples") => "?type=heart_rate&start=2026-11-01T00:00:00Z&end=2026-11-02T00:00:00Z",
+        _ => "",
+    }
 }
 
 fn names_an_object(path: &str) -> bool {

@@ -120,6 +120,67 @@ pub struct Connection {
     /// Bumped by every token refresh; a refresh stores its tokens only over the version it started from.
     #[serde(skip)]
     pub token_version: u64,
+    /// The first-connect backfill's progress.
+    pub backfill: Option<BackfillProgress>,
+}
+
+/// How far a connection's backfill has come: it reads from today back to `oldest_day`, newest chunk first;
+/// everything from `done_through` to today is in.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BackfillProgress {
+    pub status: BackfillStatus,
+    pub oldest_day: String,
+    pub done_through: Option<String>,
+    pub days_total: i64,
+    pub days_done: i64,
+    pub percent: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackfillStatus {
+    Running,
+    Completed,
+}
+
+impl BackfillProgress {
+    /// A backfill about to start with `chunk`, its first job.
+    pub fn starting(chunk: &crate::sync::BackfillChunk) -> Self {
+        let days_total = (chunk.end - chunk.oldest).whole_days() + 1;
+        Self {
+            status: BackfillStatus::Running,
+            oldest_day: crate::time::format_day(chunk.oldest),
+            done_through: None,
+            days_total,
+            days_done: 0,
+            percent: 0,
+        }
+    }
+
+    fn from_item(item: &Item) -> Option<Self> {
+        let num = |k: &str| item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse::<i64>().ok());
+        let days_total = num("backfill_days_total")?;
+        let days_done = num("backfill_days_done").unwrap_or(0);
+        Some(Self {
+            status: if get_s(item, "backfill_status") == Some("completed") {
+                BackfillStatus::Completed
+            } else {
+                BackfillStatus::Running
+            },
+            oldest_day: get_s(item, "backfill_oldest")?.to_owned(),
+            done_through: get_s(item, "backfill_through").map(str::to_owned),
+            days_total,
+            days_done,
+            percent: if days_total > 0 { days_done * 100 / days_total } else { 100 },
+        })
+    }
+
+    /// Whether `chunk` of this backfill is already in (a duplicate or stale job).
+    pub fn covers(&self, chunk: &crate::sync::BackfillChunk) -> bool {
+        let other_backfill = self.oldest_day != crate::time::format_day(chunk.oldest);
+        let done = self.done_through.as_deref().and_then(crate::time::parse_day).is_some_and(|t| t <= chunk.start);
+        other_backfill || done
+    }
 }
 
 /// The outcome of asking for a connection's sync lease.
@@ -493,6 +554,13 @@ impl ConnectStore {
         if let Some(scopes) = set_or_skip(&c.scopes) {
             req = req.item("scopes", scopes);
         }
+        if let Some(b) = &c.backfill {
+            req = req
+                .item("backfill_status", s("running"))
+                .item("backfill_oldest", s(&b.oldest_day))
+                .item("backfill_days_total", AttributeValue::N(b.days_total.to_string()))
+                .item("backfill_days_done", AttributeValue::N("0".into()));
+        }
         req.send().await.map_err(unavailable("storing a connection"))?;
         Ok(())
     }
@@ -512,6 +580,7 @@ impl ConnectStore {
                 .and_then(|v| v.as_n().ok())
                 .and_then(|n| n.parse().ok())
                 .unwrap_or(0),
+            backfill: BackfillProgress::from_item(item),
         })
     }
 
@@ -645,6 +714,38 @@ impl ConnectStore {
         };
         self.update_connection(tenant, user, p, update, "attribute_exists(pk) AND lease_job = :job", values).await?;
         Ok(())
+    }
+
+    /// Records that a backfill chunk is in: everything from `chunk.start` to the backfill's first day. Only
+    /// the job holding the lease may, and only forwards (an older `done_through`), so a late duplicate cannot
+    /// move it back. False when the condition refused it.
+    pub async fn checkpoint_backfill(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        p: ProviderId,
+        job: &str,
+        chunk: &crate::sync::BackfillChunk,
+        progress: &BackfillProgress,
+    ) -> Result<bool, StoreError> {
+        let finished = chunk.start <= chunk.oldest;
+        let done = progress.days_total - (chunk.start - chunk.oldest).whole_days();
+        let through = crate::time::format_day(chunk.start);
+        self.update_connection(
+            tenant,
+            user,
+            p,
+            "SET backfill_through = :through, backfill_days_done = :done, backfill_status = :bs",
+            "lease_job = :job AND backfill_oldest = :oldest AND (attribute_not_exists(backfill_through) OR backfill_through > :through)",
+            vec![
+                (":through", s(through)),
+                (":done", AttributeValue::N(done.clamp(0, progress.days_total).to_string())),
+                (":bs", s(if finished { "completed" } else { "running" })),
+                (":job", s(job)),
+                (":oldest", s(crate::time::format_day(chunk.oldest))),
+            ],
+        )
+        .await
     }
 
     /// Connections due by `now` in one shard of the due index, oldest first, at most `limit`. Reads the

@@ -1,21 +1,14 @@
-//! Sync jobs and the normalized data they write. A job is one SQS message: sync `days` of one user's data
-//! from one provider. Daily summaries are stored per (user, local date, source), so a redelivered job
-//! rewrites the same items and changes nothing.
-
-use std::collections::HashMap;
+//! Sync jobs and their queue. A job is one SQS message: sync the last `days` of one user's data from one
+//! provider, or one chunk of a backfill. Jobs are idempotent (the data store upserts), so a redelivered
+//! message changes nothing.
 
 use anyhow::Context;
-use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
+use time::Date;
 
 use crate::ids::{TenantId, UserId};
 use crate::providers::ProviderId;
-use crate::tenancy::StoreError;
-
-/// Which providers' data can be synced so far (the others connect, and sync when their readers land).
-pub fn can_sync(p: ProviderId) -> bool {
-    p == ProviderId::Oura
-}
+pub use crate::readers::can_sync;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct SyncJob {
@@ -23,8 +16,43 @@ pub struct SyncJob {
     pub tenant_id: TenantId,
     pub user_id: UserId,
     pub provider: ProviderId,
-    /// How many days back from today to sync.
+    /// How many days back from today to sync (today included).
     pub days: u32,
+    /// Set on the jobs of a first-connect backfill: which chunk this job reads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backfill: Option<BackfillChunk>,
+}
+
+/// One chunk of a backfill: the local dates `start..=end`, newest chunk first, down to `oldest`. The job of
+/// a chunk queues the next older chunk before it records its checkpoint on the connection, so a worker that
+/// dies in between leaves a duplicate, never a gap; a duplicate finds the checkpoint past it and stops.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackfillChunk {
+    #[serde(with = "crate::time::day")]
+    pub start: Date,
+    #[serde(with = "crate::time::day")]
+    pub end: Date,
+    #[serde(with = "crate::time::day")]
+    pub oldest: Date,
+}
+
+impl BackfillChunk {
+    /// The first (newest) chunk of a backfill of `plan.max_days` ending on `today`.
+    pub fn first(plan: crate::readers::BackfillPlan, today: Date) -> Self {
+        let oldest = today - time::Duration::days(i64::from(plan.max_days.max(1)) - 1);
+        Self::ending(today, oldest, plan.chunk_days)
+    }
+
+    fn ending(end: Date, oldest: Date, chunk_days: u32) -> Self {
+        let start = (end - time::Duration::days(i64::from(chunk_days.max(1)) - 1)).max(oldest);
+        Self { start, end, oldest }
+    }
+
+    /// The chunk after this one (older), if any is left.
+    pub fn next(&self, chunk_days: u32) -> Option<Self> {
+        let end = self.start.previous_day()?;
+        (end >= self.oldest).then(|| Self::ending(end, self.oldest, chunk_days))
+    }
 }
 
 impl SyncJob {
@@ -35,7 +63,54 @@ impl SyncJob {
             user_id,
             provider,
             days,
+            backfill: None,
         }
+    }
+
+    /// The first job of a backfill.
+    pub fn backfill(tenant_id: TenantId, user_id: UserId, provider: ProviderId, today: Date) -> Self {
+        let chunk = BackfillChunk::first(crate::readers::backfill_plan(provider), today);
+        Self { backfill: Some(chunk), ..Self::new(tenant_id, user_id, provider, 0) }
+    }
+
+    /// The job of the next chunk, or `None` when this was the last.
+    pub fn continuation(&self) -> Option<Self> {
+        let next = self.backfill?.next(crate::readers::backfill_plan(self.provider).chunk_days)?;
+        Some(Self { backfill: Some(next), ..Self::new(self.tenant_id.clone(), self.user_id.clone(), self.provider, 0) })
+    }
+
+    /// The local dates this job reads.
+    pub fn window(&self, today: Date) -> crate::readers::Window {
+        match self.backfill {
+            Some(c) => crate::readers::Window { start: c.start, end: c.end },
+            None => crate::readers::Window::last_days(self.days, today),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use time::macros::date;
+
+    #[test]
+    fn a_backfill_walks_back_in_chunks_to_its_oldest_day_without_gaps_or_overlaps() {
+        let plan = crate::readers::BackfillPlan { max_days: 70, chunk_days: 30 };
+        let first = BackfillChunk::first(plan, date!(2026 - 11 - 29));
+        assert_eq!((first.start, first.end), (date!(2026 - 10 - 31), date!(2026 - 11 - 29)));
+        let second = first.next(30).unwrap_or(first);
+        assert_eq!((second.start, second.end), (date!(2026 - 10 - 01), date!(2026 - 10 - 30)));
+        let third = second.next(30).unwrap_or(second);
+        assert_eq!((third.start, third.end), (date!(2026 - 09 - 21), date!(2026 - 09 - 30)));
+        assert_eq!(third.start, third.oldest);
+        assert_eq!(third.next(30), None);
+    }
+
+    #[test]
+    fn jobs_from_before_backfills_still_read() {
+        let old = r#"{"job_id":"job_1","tenant_id":"ten_01jdz9x8y7w6v5t4s3r2q1p0nm","user_id":"usr_01jdz9x8y7w6v5t4s3r2q1p0nm","provider":"oura","days":7}"#;
+        let job: Result<SyncJob, _> = serde_json::from_str(old);
+        assert!(job.is_ok_and(|j| j.backfill.is_none() && j.days == 7));
     }
 }
 
@@ -81,118 +156,5 @@ impl SyncQueue {
             .await
             .context("changing a message's visibility")?;
         Ok(())
-    }
-}
-
-/// One day of one user from one source, in the normalized model.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct DailySummary {
-    /// The user's local calendar date, `YYYY-MM-DD`.
-    pub day: String,
-    pub source: ProviderId,
-    pub steps: Option<i64>,
-    pub active_energy_kcal: Option<f64>,
-    pub total_energy_kcal: Option<f64>,
-    pub distance_m: Option<f64>,
-    pub activity_score: Option<i64>,
-    pub synced_at: String,
-}
-
-/// The data table (`DATA_TABLE`): pk `<tenant>#<user>`, sk `daily#<day>#<source>`.
-#[derive(Clone, Debug)]
-pub struct DataStore {
-    client: aws_sdk_dynamodb::Client,
-    table: String,
-}
-
-fn pk(tenant: &TenantId, user: &UserId) -> String {
-    format!("{tenant}#{user}")
-}
-
-fn n(v: impl ToString) -> AttributeValue {
-    AttributeValue::N(v.to_string())
-}
-
-fn num<T: std::str::FromStr>(item: &HashMap<String, AttributeValue>, k: &str) -> Option<T> {
-    item.get(k).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
-}
-
-impl DataStore {
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
-        Self { client, table: table.into() }
-    }
-
-    /// Writes (or rewrites) one day from one source: idempotent.
-    pub async fn put_daily(&self, tenant: &TenantId, user: &UserId, d: &DailySummary) -> Result<(), StoreError> {
-        let mut req = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .item("pk", AttributeValue::S(pk(tenant, user)))
-            .item("sk", AttributeValue::S(format!("daily#{}#{}", d.day, d.source)))
-            .item("day", AttributeValue::S(d.day.clone()))
-            .item("source", AttributeValue::S(d.source.to_string()))
-            .item("synced_at", AttributeValue::S(d.synced_at.clone()));
-        let fields = [
-            ("steps", d.steps.map(n)),
-            ("active_energy_kcal", d.active_energy_kcal.map(n)),
-            ("total_energy_kcal", d.total_energy_kcal.map(n)),
-            ("distance_m", d.distance_m.map(n)),
-            ("activity_score", d.activity_score.map(n)),
-        ];
-        for (k, v) in fields {
-            if let Some(v) = v {
-                req = req.item(k, v);
-            }
-        }
-        req.send()
-            .await
-            .map_err(|e| StoreError::Unavailable(anyhow::Error::new(e).context("writing a daily summary")))?;
-        Ok(())
-    }
-
-    /// Days `from..=to` (inclusive, `YYYY-MM-DD`) of every source, in date order.
-    pub async fn daily(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        from: &str,
-        to: &str,
-    ) -> Result<Vec<DailySummary>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", AttributeValue::S(pk(tenant, user)))
-                .expression_attribute_values(":a", AttributeValue::S(format!("daily#{from}")))
-                .expression_attribute_values(":b", AttributeValue::S(format!("daily#{to}#~")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(|e| StoreError::Unavailable(anyhow::Error::new(e).context("reading daily summaries")))?;
-            for item in page.items() {
-                let s = |k: &str| item.get(k).and_then(|v| v.as_s().ok()).cloned();
-                let (Some(day), Some(source)) = (s("day"), s("source")) else { continue };
-                let Ok(source) = ProviderId::parse(&source) else { continue };
-                out.push(DailySummary {
-                    day,
-                    source,
-                    steps: num(item, "steps"),
-                    active_energy_kcal: num(item, "active_energy_kcal"),
-                    total_energy_kcal: num(item, "total_energy_kcal"),
-                    distance_m: num(item, "distance_m"),
-                    activity_score: num(item, "activity_score"),
-                    synced_at: s("synced_at").unwrap_or_default(),
-                });
-            }
-            start = page.last_evaluated_key().cloned();
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
     }
 }

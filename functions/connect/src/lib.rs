@@ -15,7 +15,9 @@ use secrecy::ExposeSecret;
 use serde::Deserialize;
 use serde_json::json;
 use shared::ApiError;
-use shared::connect::{ConnectSession, ConnectStore, Connection, ConnectionStatus, OAuthState, token_context};
+use shared::connect::{
+    BackfillProgress, ConnectSession, ConnectStore, Connection, ConnectionStatus, OAuthState, token_context,
+};
 use shared::http::{EndUserScope, Json, Routes, TenantScope, created, list_body};
 use shared::ids::{TenantId, UserId};
 use shared::providers::{AfterConsent, Overrides, ProviderId, Revoke};
@@ -662,7 +664,11 @@ async fn complete(
     let plain = serde_json::to_vec(&exchanged.tokens).map_err(|_| generic.to_owned())?;
     let sealed =
         app.vault.seal(&token_context(tenant, &state.user_id, p), &plain).await.map_err(|_| generic.to_owned())?;
+    // A first sync reaches back as far as the provider allows, a chunk per job (docs/providers.md).
+    let backfill = can_sync(p)
+        .then(|| SyncJob::backfill(tenant.clone(), state.user_id.clone(), p, time::OffsetDateTime::now_utc().date()));
     let connection = Connection {
+        backfill: backfill.as_ref().and_then(|j| j.backfill.as_ref()).map(BackfillProgress::starting),
         provider: p,
         status: ConnectionStatus::Connected,
         provider_user_id,
@@ -675,5 +681,11 @@ async fn complete(
     };
     store.put_connection(tenant, &state.user_id, &connection).await.map_err(|_| generic.to_owned())?;
     tracing::info!(tenant_id = %tenant, user_id = %state.user_id, provider = %p, "connection stored");
+    if let Some(job) = backfill
+        && let Err(e) = app.sync.send(&job).await
+    {
+        // The hourly sync still runs; only the history waits for the next connect.
+        tracing::error!(error = ?e, tenant_id = %tenant, provider = %p, "could not queue the backfill");
+    }
     Ok(())
 }

@@ -13,6 +13,7 @@ use serde_json::json;
 use shared::ApiError;
 use shared::http::{Json, Operator, PageParams, Query, Routes, TenantScope, created, list_body};
 use shared::ids::{KeyId, TenantId};
+use shared::priority::SourcePriority;
 use shared::tenancy::{ApiKeyView, AuthSettings, Status, Stores, TenantName};
 
 #[derive(Clone)]
@@ -41,6 +42,8 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/settings/auth", get_auth)
         .put("/v1/settings/auth", put_auth)
         .delete("/v1/settings/auth", delete_auth)
+        .get("/v1/settings/source-priority", get_source_priority)
+        .put("/v1/settings/source-priority", put_source_priority)
         .get("/v1/settings/providers", provider_settings::list_apps)
         .get("/v1/settings/providers/{provider}", provider_settings::get_app)
         .put("/v1/settings/providers/{provider}", provider_settings::put_app)
@@ -211,6 +214,26 @@ async fn get_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Res
         .await
         .map_err(|e| e.into_api("login settings"))?;
     Ok(axum::Json(settings).into_response())
+}
+
+async fn get_source_priority(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {
+    let store = app.stores.tenant(&scope.tenant_id).await?.priority_store();
+    let priority = store.get(&scope.tenant_id).await.map_err(|e| e.into_api("source priority"))?;
+    Ok(axum::Json(priority).into_response())
+}
+
+/// Replaces the tenant's source priority. Unknown metrics and malformed source names are refused by the
+/// body's types; a source listed twice in one order is refused here.
+async fn put_source_priority(
+    scope: TenantScope,
+    State(app): State<AppState>,
+    Json(body): Json<SourcePriority>,
+) -> Result<Response, ApiError> {
+    body.check().map_err(|e| ApiError::bad_request("invalid_body", e))?;
+    let store = app.stores.tenant(&scope.tenant_id).await?.priority_store();
+    store.put(&scope.tenant_id, &body).await.map_err(|e| e.into_api("source priority"))?;
+    tracing::info!(tenant_id = %scope.tenant_id, "source priority changed");
+    Ok(axum::Json(body).into_response())
 }
 
 async fn delete_auth(scope: TenantScope, State(app): State<AppState>) -> Result<Response, ApiError> {

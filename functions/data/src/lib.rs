@@ -1,5 +1,7 @@
-//! End users of a tenant (`/v1/users`) and the signed-in end user's own view (`/v1/me`). The normalized
-//! data read API and JSON push ingest join this function with their issues.
+//! End users of a tenant (`/v1/users`) and the signed-in end user's own view (`/v1/me`), and the normalized
+//! data read API (`reads`). JSON push ingest joins this function with the Apple Health issue.
+
+mod reads;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -24,8 +26,14 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/users/{user_id}", get_user)
         .patch("/v1/users/{user_id}", patch_user)
         .get("/v1/me", me)
-        .get("/v1/users/{user_id}/daily", daily)
-        .get("/v1/me/daily", my_daily)
+        .get("/v1/users/{user_id}/daily", reads::daily)
+        .get("/v1/me/daily", reads::daily)
+        .get("/v1/users/{user_id}/sleep", reads::sleep)
+        .get("/v1/me/sleep", reads::sleep)
+        .get("/v1/users/{user_id}/workouts", reads::workouts)
+        .get("/v1/me/workouts", reads::workouts)
+        .get("/v1/users/{user_id}/samples", reads::samples)
+        .get("/v1/me/samples", reads::samples)
 }
 
 pub fn router(state: AppState) -> axum::Router {
@@ -163,77 +171,4 @@ async fn me(scope: EndUserScope, State(app): State<AppState>) -> Result<Response
         .await
         .map_err(|e| e.into_api("user"))?;
     Ok(axum::Json(user).into_response())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DailyQuery {
-    start: String,
-    end: String,
-    /// Comma-separated metric names to keep (`steps,distance_m`); all when absent.
-    metrics: Option<String>,
-}
-
-const METRICS: [&str; 5] = ["steps", "active_energy_kcal", "total_energy_kcal", "distance_m", "activity_score"];
-
-fn date(field: &str, raw: &str) -> Result<time::Date, ApiError> {
-    time::Date::parse(raw, time::macros::format_description!("[year]-[month]-[day]"))
-        .map_err(|_| ApiError::bad_request("invalid_query", format!("{field} must be a date like 2026-11-29")))
-}
-
-async fn daily_of(
-    app: &AppState,
-    tenant: &shared::ids::TenantId,
-    user: &UserId,
-    q: DailyQuery,
-) -> Result<Response, ApiError> {
-    let (start, end) = (date("start", &q.start)?, date("end", &q.end)?);
-    if end < start || (end - start).whole_days() > 366 {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            "`end` must be on or after `start`, at most 366 days later",
-        ));
-    }
-    let wanted: Option<Vec<&str>> =
-        q.metrics.as_deref().map(|m| m.split(',').map(str::trim).filter(|m| !m.is_empty()).collect());
-    if let Some(unknown) = wanted.iter().flatten().find(|m| !METRICS.contains(m)) {
-        return Err(ApiError::bad_request(
-            "invalid_query",
-            format!("unknown metric `{unknown}`; known: {}", METRICS.join(", ")),
-        ));
-    }
-    let tenancy = app.stores.tenant(tenant).await?;
-    tenancy.get_user(tenant, user).await.map_err(|e| e.into_api("user"))?;
-    let days = tenancy
-        .data_store(&app.data_table)
-        .daily(tenant, user, &q.start, &q.end)
-        .await
-        .map_err(|e| e.into_api("daily summary"))?;
-    let mut out = Vec::with_capacity(days.len());
-    for day in days {
-        let mut v = serde_json::to_value(day).map_err(anyhow::Error::from)?;
-        if let (Some(wanted), Some(obj)) = (&wanted, v.as_object_mut()) {
-            obj.retain(|k, _| !METRICS.contains(&k.as_str()) || wanted.contains(&k.as_str()));
-        }
-        out.push(v);
-    }
-    Ok(axum::Json(list_body(out, None)).into_response())
-}
-
-/// Daily summaries of `start..=end` (the user's local dates), one entry per day and source.
-async fn daily(
-    scope: TenantScope,
-    State(app): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<DailyQuery>,
-) -> Result<Response, ApiError> {
-    daily_of(&app, &scope.tenant_id, &user_id(&id)?, q).await
-}
-
-async fn my_daily(
-    scope: EndUserScope,
-    State(app): State<AppState>,
-    Query(q): Query<DailyQuery>,
-) -> Result<Response, ApiError> {
-    daily_of(&app, &scope.tenant_id, &scope.user_id, q).await
 }

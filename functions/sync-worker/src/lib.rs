@@ -4,16 +4,20 @@
 //! (ChangeMessageVisibility, never a sleep), 401 or `invalid_grant` marks the connection for
 //! reauthorization, other faults retry through the queue and end in its dead-letter queue.
 //!
-//! Today it syncs Oura's daily activity; the other providers' data arrives with the rest of the sync issue.
+//! A backfill is a chain of jobs, one chunk of days each, newest first: a chunk's job queues the next chunk,
+//! then records its checkpoint on the connection, so the connection shows its progress and a duplicate or
+//! stale chunk job finds itself covered and stops.
 
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use secrecy::ExposeSecret;
 use shared::connect::{ConnectStore, Connection, ConnectionStatus, Lease, TokenSet, token_context};
+use shared::datastore::DataStore;
 use shared::oauth::{self, ExchangeError};
-use shared::providers::{Overrides, ProviderId};
-use shared::sync::{DailySummary, DataStore, SyncJob, SyncQueue, can_sync};
+use shared::providers::Overrides;
+use shared::readers::{self, FetchCtx, FetchError};
+use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::Stores;
 use shared::vault::{SecretContext, Vault};
 use tracing::instrument;
@@ -90,15 +94,17 @@ impl Worker {
         let tenancy = self.stores.tenant(&job.tenant_id).await.map_err(|e| unavailable(&e))?;
         let store = tenancy.connect_store();
         let until = shared::time::format(shared::time::now() + time::Duration::seconds(LEASE_SECONDS));
-        match store.acquire_lease(&job.tenant_id, &job.user_id, job.provider, &job.job_id, job.days, &until).await {
+        // A backfill chunk reads old days: nothing is coalesced into it (it leases zero recent days).
+        let recent_days = if job.backfill.is_some() { 0 } else { job.days };
+        match store.acquire_lease(&job.tenant_id, &job.user_id, job.provider, &job.job_id, recent_days, &until).await {
             Ok(Lease::Acquired) => {}
             Ok(Lease::Gone) => return Err(Failure::Drop("the connection is gone".into())),
             // The running job covers this one: fifty "Sync now" clicks are one sync.
-            Ok(Lease::Held { days }) if days >= job.days => {
+            Ok(Lease::Held { days }) if job.backfill.is_none() && days >= job.days => {
                 return Err(Failure::Drop("coalesced into the sync already running".into()));
             }
             Ok(Lease::Held { .. }) => {
-                return Err(Failure::Retry { after: 10, why: "a shorter sync of this connection is running".into() });
+                return Err(Failure::Retry { after: 10, why: "another sync of this connection is running".into() });
             }
             Err(e) => return Err(unavailable(&e)),
         }
@@ -117,22 +123,47 @@ impl Worker {
     }
 
     async fn sync(&self, store: &ConnectStore, data: &DataStore, job: &SyncJob) -> Result<(), Failure> {
+        let retry = |e: &dyn std::fmt::Display| Failure::Retry { after: 30, why: e.to_string() };
         if !can_sync(job.provider) {
             return Err(Failure::Drop(format!("syncing {} is not available yet", job.provider)));
         }
         let conn = store
             .connection(&job.tenant_id, &job.user_id, job.provider)
             .await
-            .map_err(|e| Failure::Retry { after: 30, why: e.to_string() })?
+            .map_err(|e| retry(&e))?
             .ok_or_else(|| Failure::Drop("the connection is gone".into()))?;
-        let tokens = self.fresh_tokens(store, job, &conn).await?;
-        let days = self.fetch_oura_daily(&tokens, job).await?;
-        for day in &days {
-            data.put_daily(&job.tenant_id, &job.user_id, day)
-                .await
-                .map_err(|e| Failure::Retry { after: 30, why: e.to_string() })?;
+        if let Some(chunk) = &job.backfill
+            && conn.backfill.as_ref().is_none_or(|b| b.covers(chunk))
+        {
+            tracing::info!(start = %chunk.start, "backfill chunk already in (a duplicate or an earlier backfill's)");
+            return Ok(());
         }
-        tracing::info!(days = days.len(), "sync done");
+        let tokens = self.fresh_tokens(store, job, &conn).await?;
+        let ctx = FetchCtx {
+            http: &self.http,
+            providers: &self.providers,
+            access_token: &tokens.access_token,
+            provider_user_id: conn.provider_user_id.as_deref(),
+        };
+        let window = job.window(time::OffsetDateTime::now_utc().date());
+        let batch = readers::fetch(job.provider, &ctx, window).await.map_err(|e| match e {
+            FetchError::RateLimited { retry_after, .. } => Failure::Retry { after: retry_after, why: e.to_string() },
+            FetchError::Unauthorized(why) => Failure::Reauthorize(why),
+            FetchError::Unavailable(why) => Failure::Retry { after: 60, why },
+        })?;
+        let written = data.put_batch(&job.tenant_id, &job.user_id, &batch).await.map_err(|e| retry(&e))?;
+        if let (Some(chunk), Some(progress)) = (&job.backfill, &conn.backfill) {
+            // Next chunk first, checkpoint second: a crash in between repeats a chunk, never skips one.
+            if let Some(next) = job.continuation() {
+                self.queue.send(&next).await.map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?;
+            }
+            let moved = store
+                .checkpoint_backfill(&job.tenant_id, &job.user_id, job.provider, &job.job_id, chunk, progress)
+                .await
+                .map_err(|e| retry(&e))?;
+            tracing::info!(start = %chunk.start, end = %chunk.end, moved, "backfill chunk done");
+        }
+        tracing::info!(start = %window.start, end = %window.end, items = written, "sync done");
         Ok(())
     }
 
@@ -194,73 +225,12 @@ impl Worker {
             Err(e) => Err(Failure::Retry { after: 30, why: e.to_string() }),
         }
     }
-
-    /// Oura daily activity for the job's days, mapped to daily summaries.
-    async fn fetch_oura_daily(&self, tokens: &TokenSet, job: &SyncJob) -> Result<Vec<DailySummary>, Failure> {
-        let today = time::OffsetDateTime::now_utc().date();
-        let start = today - time::Duration::days(i64::from(job.days.clamp(1, 365)));
-        let url = self.providers.url(ProviderId::Oura, "https://api.ouraring.com/v2/usercollection/daily_activity");
-        let mut out = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            let mut query = vec![("start_date", start.to_string()), ("end_date", today.to_string())];
-            if let Some(token) = &next {
-                query.push(("next_token", token.clone()));
-            }
-            let response = self
-                .http
-                .get(&url)
-                .bearer_auth(&tokens.access_token)
-                .query(&query)
-                .timeout(std::time::Duration::from_secs(20))
-                .send()
-                .await
-                .map_err(|e| Failure::Retry { after: 60, why: format!("Oura unreachable: {}", e.without_url()) })?;
-            let status = response.status().as_u16();
-            if status == 429 {
-                let after = response
-                    .headers()
-                    .get("retry-after")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(60);
-                return Err(Failure::Retry { after, why: "Oura rate limit".into() });
-            }
-            if status == 401 {
-                return Err(Failure::Reauthorize("Oura refused the access token (401)".into()));
-            }
-            if status >= 500 {
-                return Err(Failure::Retry { after: 60, why: format!("Oura answered {status}") });
-            }
-            let body: serde_json::Value = response
-                .json()
-                .await
-                .map_err(|_| Failure::Retry { after: 60, why: "Oura sent unreadable JSON".into() })?;
-            let synced_at = shared::time::now_rfc3339();
-            for d in body["data"].as_array().into_iter().flatten() {
-                let Some(day) = d["day"].as_str() else { continue };
-                out.push(DailySummary {
-                    day: day.to_owned(),
-                    source: ProviderId::Oura,
-                    steps: d["steps"].as_i64(),
-                    active_energy_kcal: d["active_calories"].as_f64(),
-                    total_energy_kcal: d["total_calories"].as_f64(),
-                    distance_m: d["equivalent_walking_distance"].as_f64(),
-                    activity_score: d["score"].as_i64(),
-                    synced_at: synced_at.clone(),
-                });
-            }
-            next = body["next_token"].as_str().map(str::to_owned);
-            if next.is_none() {
-                return Ok(out);
-            }
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shared::providers::ProviderId;
 
     #[test]
     fn the_sample_event_carries_a_sync_job() {

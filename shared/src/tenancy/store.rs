@@ -135,8 +135,13 @@ impl TenancyStore {
     }
 
     /// The normalized data table through the same credentials.
-    pub fn data_store(&self, table: &str) -> crate::sync::DataStore {
-        crate::sync::DataStore::new(self.client.clone(), table)
+    pub fn data_store(&self, table: &str) -> crate::datastore::DataStore {
+        crate::datastore::DataStore::new(self.client.clone(), table)
+    }
+
+    /// The tenant's source priority on the same table and credentials.
+    pub fn priority_store(&self) -> crate::priority::PriorityStore {
+        crate::priority::PriorityStore::new(self.client.clone(), &self.table)
     }
 
     /// The same table through other credentials (a tenant-scoped session).
