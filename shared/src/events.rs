@@ -107,7 +107,13 @@ impl Event {
     }
 
     /// A connection stopped working (`needs_reauthorization`, `error`) and why.
-    pub fn connection_error(tenant: &TenantId, user: &UserId, provider: ProviderId, status: &str, reason: &str) -> Self {
+    pub fn connection_error(
+        tenant: &TenantId,
+        user: &UserId,
+        provider: ProviderId,
+        status: &str,
+        reason: &str,
+    ) -> Self {
         let data = json!({"user_id": user, "provider": provider, "status": status, "reason": reason});
         Self::new(tenant, EventType::ConnectionError, data)
     }

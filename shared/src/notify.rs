@@ -364,7 +364,9 @@ impl NotifyStore {
             .await;
         match out {
             Ok(out) => Ok(Claim::Granted(delivery_from(out.attributes().context("update returned no item")?)?)),
-            Err(e) if conditional_failed(&e) => Ok(Claim::Refused(old_item(&e).as_ref().map(delivery_from).transpose()?)),
+            Err(e) if conditional_failed(&e) => {
+                Ok(Claim::Refused(old_item(&e).as_ref().map(delivery_from).transpose()?))
+            }
             Err(e) => Err(unavailable("claiming a webhook delivery attempt")(e)),
         }
     }

@@ -2,6 +2,7 @@
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
 pub mod provider_settings;
+pub mod webhook_settings;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct AppState {
     pub vault: Arc<shared::vault::Vault>,
     /// The API's public base URL, for the redirect URIs tenants register at providers.
     pub public_url: String,
+    /// The notify queue: webhook test pings and replays.
+    pub events: shared::events::Events,
 }
 
 /// Every route this function serves.
@@ -46,6 +49,13 @@ pub fn routes() -> Routes<AppState> {
         .put("/v1/settings/providers/{provider}", provider_settings::put_app)
         .get("/v1/settings/connect", provider_settings::get_connect)
         .put("/v1/settings/connect", provider_settings::put_connect)
+        .get("/v1/settings/webhooks", webhook_settings::get_webhooks)
+        .put("/v1/settings/webhooks", webhook_settings::put_webhooks)
+        .delete("/v1/settings/webhooks", webhook_settings::delete_webhooks)
+        .post("/v1/settings/webhooks/rotate-secret", webhook_settings::rotate_secret)
+        .post("/v1/settings/webhooks/test", webhook_settings::test_webhooks)
+        .get("/v1/webhook-deliveries", webhook_settings::list_deliveries)
+        .post("/v1/webhook-deliveries/{delivery_id}/replay", webhook_settings::replay_delivery)
         .get("/openapi.json", openapi)
 }
 

@@ -66,11 +66,7 @@ impl Policy {
 
 /// The client for tenants' endpoints: a 10 s timeout and no redirects (a 3xx is a failed attempt).
 pub fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(TIMEOUT)
-        .build()
-        .unwrap_or_default()
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(TIMEOUT).build().unwrap_or_default()
 }
 
 pub struct Notifier {
@@ -234,7 +230,9 @@ impl Notifier {
             store.finish(tenant, &delivery.id, &pending).await?;
             tracing::info!(delivery_id = %delivery.id, attempts = delivery.attempts, error = %error, retry_in_s = wait.whole_seconds(), "attempt failed; retry scheduled");
         } else {
-            store.finish(tenant, &delivery.id, &outcome(DeliveryStatus::Failed, code, Some(error.clone()), None)).await?;
+            store
+                .finish(tenant, &delivery.id, &outcome(DeliveryStatus::Failed, code, Some(error.clone()), None))
+                .await?;
             tracing::warn!(delivery_id = %delivery.id, attempts = delivery.attempts, error = %error, "retry window spent; delivery failed and dead-lettered");
         }
         Ok(())
