@@ -19,8 +19,8 @@ use shared::tenancy::{ApiKeyView, AuthSettings, Status, Stores, TenantName};
 #[derive(Clone)]
 pub struct AppState {
     pub stores: Stores,
-    /// Accept `http://` JWKS URLs and webhook endpoints on loopback. Only the local stack sets it: in Lambda, loopback is the
-    /// runtime API, which a tenant must never make the authorizer call.
+    /// Accept `http://` JWKS URLs and webhook endpoints on loopback. Only the local stack sets it: in Lambda,
+    /// loopback is the runtime API, which a tenant must never make the authorizer (or the notifier) call.
     pub allow_loopback_jwks: bool,
     /// Seals provider apps' client secrets.
     pub vault: Arc<shared::vault::Vault>,
