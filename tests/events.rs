@@ -25,12 +25,14 @@ async fn every_sample_event_is_served_by_its_function() {
     let kms = aws_sdk_kms::Client::new(&sdk);
     let key = kms.create_key().send().await.ok().and_then(|k| k.key_metadata).map(|m| m.key_id).unwrap_or_default();
     let vault = std::sync::Arc::new(shared::vault::Vault::new(kms, key));
+    let events = shared::events::Events::new(aws_sdk_sqs::Client::new(&sdk), "http://unused.invalid/queue");
     let control = || {
         control::router(control::AppState {
             stores: stores.clone(),
             allow_loopback_jwks: false,
             vault: vault.clone(),
             public_url: s.base.clone(),
+            events: events.clone(),
         })
     };
     let data = || data::router(data::AppState { stores: stores.clone(), data_table: "unused-in-these-events".into() });
@@ -53,6 +55,7 @@ async fn every_sample_event_is_served_by_its_function() {
         public_url: s.base.clone(),
         providers: shared::providers::Overrides::default(),
         sync: shared::sync::SyncQueue::new(aws_sdk_sqs::Client::new(&sdk), "http://unused.invalid/queue"),
+        events: events.clone(),
     });
     let (status, body) = serve(connect.clone(), include_str!("../events/connect/list-connections.json")).await;
     assert_eq!((status, &body["error"]["code"]), (404, &serde_json::json!("not_found")), "an unknown user: {body}");

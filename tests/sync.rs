@@ -211,7 +211,6 @@ async fn a_provider_error_keeps_the_job_for_a_retry() {
 async fn a_grant_revoked_at_the_provider_marks_the_connection_for_reauthorization() {
     let s = start().await;
     let t = s.tenant("Revoked").await;
-    fault(&s, json!({"access_token_ttl_seconds": 0})).await;
     let user_id = connected_user(&s, &t, "kim").await;
     // The person revokes the app at Oura: the access token and its refresh token die there.
     let tokens = stored_tokens(&s, &t, &user_id).await;

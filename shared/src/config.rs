@@ -22,6 +22,10 @@ pub struct Config {
     pub data_table: Option<String>,
     /// The sync job queue (`SYNC_QUEUE_URL`).
     pub sync_queue_url: Option<String>,
+    /// The queue of events out to tenants' webhooks (`NOTIFY_QUEUE_URL`).
+    pub notify_queue_url: Option<String>,
+    /// Where deliveries go after their retry window (`NOTIFY_DEAD_LETTERS_URL`); the notifier needs it.
+    pub notify_dead_letters_url: Option<String>,
     /// `TENANTRY_<PROVIDER>_URL` overrides of provider endpoints.
     pub providers: crate::providers::Overrides,
 }
@@ -47,6 +51,8 @@ impl Config {
         let providers = crate::providers::Overrides::from_lookup(|k| get(k).filter(|v| !v.is_empty()));
         let data_table = get("DATA_TABLE").filter(|v| !v.is_empty());
         let sync_queue_url = get("SYNC_QUEUE_URL").filter(|v| !v.is_empty());
+        let notify_queue_url = get("NOTIFY_QUEUE_URL").filter(|v| !v.is_empty());
+        let notify_dead_letters_url = get("NOTIFY_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         Ok(Self {
             tenancy_table,
             operator_key,
@@ -56,6 +62,8 @@ impl Config {
             providers,
             data_table,
             sync_queue_url,
+            notify_queue_url,
+            notify_dead_letters_url,
         })
     }
 }

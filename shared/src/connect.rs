@@ -134,6 +134,8 @@ pub struct BackfillProgress {
     pub days_total: i64,
     pub days_done: i64,
     pub percent: i64,
+    /// Items written so far (daily records, sleep sessions, workouts, sample hours).
+    pub items: i64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -154,6 +156,7 @@ impl BackfillProgress {
             days_total,
             days_done: 0,
             percent: 0,
+            items: 0,
         }
     }
 
@@ -172,6 +175,7 @@ impl BackfillProgress {
             days_total,
             days_done,
             percent: if days_total > 0 { days_done * 100 / days_total } else { 100 },
+            items: num("backfill_items").unwrap_or(0),
         })
     }
 
@@ -727,6 +731,7 @@ impl ConnectStore {
         job: &str,
         chunk: &crate::sync::BackfillChunk,
         progress: &BackfillProgress,
+        items: usize,
     ) -> Result<bool, StoreError> {
         let finished = chunk.start <= chunk.oldest;
         let done = progress.days_total - (chunk.start - chunk.oldest).whole_days();
@@ -735,12 +740,13 @@ impl ConnectStore {
             tenant,
             user,
             p,
-            "SET backfill_through = :through, backfill_days_done = :done, backfill_status = :bs",
+            "SET backfill_through = :through, backfill_days_done = :done, backfill_status = :bs ADD backfill_items :items",
             "lease_job = :job AND backfill_oldest = :oldest AND (attribute_not_exists(backfill_through) OR backfill_through > :through)",
             vec![
                 (":through", s(through)),
                 (":done", AttributeValue::N(done.clamp(0, progress.days_total).to_string())),
                 (":bs", s(if finished { "completed" } else { "running" })),
+                (":items", AttributeValue::N(items.to_string())),
                 (":job", s(job)),
                 (":oldest", s(crate::time::format_day(chunk.oldest))),
             ],

@@ -44,13 +44,18 @@ pub struct TestTenant {
 
 /// Starts a stack in the moto that `./dev test` runs (`AWS_ENDPOINT_URL`).
 pub async fn start() -> TestStack {
-    match try_start().await {
+    start_with_env(std::collections::HashMap::new()).await
+}
+
+/// [`start`], with extra environment for every function (e.g. shorter retry windows).
+pub async fn start_with_env(env: std::collections::HashMap<String, String>) -> TestStack {
+    match try_start(env).await {
         Ok(s) => s,
         Err(e) => panic!("could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"),
     }
 }
 
-async fn try_start() -> anyhow::Result<TestStack> {
+async fn try_start(mut extra_env: std::collections::HashMap<String, String>) -> anyhow::Result<TestStack> {
     shared::telemetry::init();
     std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL is not set")?;
     let prefix = format!("t{}", &ulid::Ulid::new().to_string().to_lowercase()[16..]);
@@ -59,7 +64,6 @@ async fn try_start() -> anyhow::Result<TestStack> {
     let jwt = JwtVerifier::with_settings(shared::jwt::http_client(), Duration::from_secs(600), Duration::ZERO, 5);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let mut extra_env = std::collections::HashMap::new();
     let mut sandboxes = std::collections::HashMap::new();
     let running = sandbox::start_all(std::net::Ipv4Addr::LOCALHOST.into()).await?;
     for r in &running {

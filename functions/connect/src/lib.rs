@@ -34,6 +34,8 @@ pub struct AppState {
     pub providers: Overrides,
     /// Where Sync now sends its jobs.
     pub sync: SyncQueue,
+    /// Events out to the tenant's webhook endpoint.
+    pub events: shared::events::Events,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -190,6 +192,7 @@ async fn disconnect(
     }
     store.delete_connection(tenant, user, p).await.map_err(|e| e.into_api("connection"))?;
     tracing::info!(tenant_id = %tenant, user_id = %user, provider = %p, "connection removed");
+    emit(app, shared::events::Event::connection_updated(tenant, user, p, "disconnected", None)).await;
     Ok(())
 }
 
@@ -681,6 +684,7 @@ async fn complete(
     };
     store.put_connection(tenant, &state.user_id, &connection).await.map_err(|_| generic.to_owned())?;
     tracing::info!(tenant_id = %tenant, user_id = %state.user_id, provider = %p, "connection stored");
+    emit(app, shared::events::Event::connection_created(tenant, &state.user_id, p)).await;
     if let Some(job) = backfill
         && let Err(e) = app.sync.send(&job).await
     {
@@ -688,4 +692,11 @@ async fn complete(
         tracing::error!(error = ?e, tenant_id = %tenant, provider = %p, "could not queue the backfill");
     }
     Ok(())
+}
+
+/// Queues an event for the tenant's webhooks; a failure is logged, never the user's problem.
+async fn emit(app: &AppState, event: shared::events::Event) {
+    if let Err(e) = app.events.emit(&event).await {
+        tracing::error!(event_id = %event.id, event_type = %event.kind, error = ?e, "could not queue an event");
+    }
 }

@@ -18,6 +18,10 @@ async fn main() -> Result<(), lambda_http::Error> {
             aws_sdk_sqs::Client::new(&aws),
             config.sync_queue_url.clone().context("SYNC_QUEUE_URL is not set")?,
         ),
+        events: shared::events::Events::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config.notify_queue_url.clone().context("NOTIFY_QUEUE_URL is not set")?,
+        ),
     };
     lambda_http::run(connect::router(state)).await
 }

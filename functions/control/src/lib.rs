@@ -2,6 +2,7 @@
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
 pub mod provider_settings;
+pub mod webhook_settings;
 
 use std::sync::Arc;
 
@@ -19,13 +20,15 @@ use shared::tenancy::{ApiKeyView, AuthSettings, Status, Stores, TenantName};
 #[derive(Clone)]
 pub struct AppState {
     pub stores: Stores,
-    /// Accept `http://` JWKS URLs on loopback. Only the local stack sets it: in Lambda, loopback is the
-    /// runtime API, which a tenant must never make the authorizer call.
+    /// Accept `http://` JWKS URLs and webhook endpoints on loopback. Only the local stack sets it: in Lambda,
+    /// loopback is the runtime API, which a tenant must never make the authorizer (or the notifier) call.
     pub allow_loopback_jwks: bool,
     /// Seals provider apps' client secrets.
     pub vault: Arc<shared::vault::Vault>,
     /// The API's public base URL, for the redirect URIs tenants register at providers.
     pub public_url: String,
+    /// The notify queue: webhook test pings and replays.
+    pub events: shared::events::Events,
 }
 
 /// Every route this function serves.
@@ -49,6 +52,13 @@ pub fn routes() -> Routes<AppState> {
         .put("/v1/settings/providers/{provider}", provider_settings::put_app)
         .get("/v1/settings/connect", provider_settings::get_connect)
         .put("/v1/settings/connect", provider_settings::put_connect)
+        .get("/v1/settings/webhooks", webhook_settings::get_webhooks)
+        .put("/v1/settings/webhooks", webhook_settings::put_webhooks)
+        .delete("/v1/settings/webhooks", webhook_settings::delete_webhooks)
+        .post("/v1/settings/webhooks/rotate-secret", webhook_settings::rotate_secret)
+        .post("/v1/settings/webhooks/test", webhook_settings::test_webhooks)
+        .get("/v1/webhook-deliveries", webhook_settings::list_deliveries)
+        .post("/v1/webhook-deliveries/{delivery_id}/replay", webhook_settings::replay_delivery)
         .get("/openapi.json", openapi)
 }
 

@@ -13,6 +13,10 @@ async fn main() -> Result<(), lambda_http::Error> {
         allow_loopback_jwks: false,
         vault: Arc::new(shared::aws::vault(&config, &aws)?),
         public_url: config.public_url.clone().context("TENANTRY_PUBLIC_URL is not set")?,
+        events: shared::events::Events::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config.notify_queue_url.clone().context("NOTIFY_QUEUE_URL is not set")?,
+        ),
     };
     lambda_http::run(control::router(state)).await
 }

@@ -14,6 +14,7 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use secrecy::ExposeSecret;
 use shared::connect::{ConnectStore, Connection, ConnectionStatus, Lease, TokenSet, token_context};
 use shared::datastore::DataStore;
+use shared::events::{Event, Events};
 use shared::oauth::{self, ExchangeError};
 use shared::providers::Overrides;
 use shared::readers::{self, FetchCtx, FetchError};
@@ -29,6 +30,8 @@ pub struct Worker {
     pub providers: Overrides,
     pub queue: SyncQueue,
     pub data_table: String,
+    /// The tenant's webhooks out: `data.updated`, `backfill.completed`, `connection.error`.
+    pub events: Events,
 }
 
 /// How a job ended, when it did not succeed.
@@ -116,6 +119,10 @@ impl Worker {
             Err(Failure::Retry { why, .. }) => Err((ConnectionStatus::Syncing, why.clone())),
             Err(Failure::Drop(why)) => Err((ConnectionStatus::Error, why.clone())),
         };
+        if let Err((ConnectionStatus::NeedsReauthorization | ConnectionStatus::Error, why)) = &status {
+            let state = if matches!(outcome, Err(Failure::Reauthorize(_))) { "needs_reauthorization" } else { "error" };
+            self.emit(Event::connection_error(&job.tenant_id, &job.user_id, job.provider, state, why)).await;
+        }
         if let Err(e) = store.finish_sync(&job.tenant_id, &job.user_id, job.provider, &job.job_id, status).await {
             tracing::warn!(error = ?e, "could not record the sync's outcome");
         }
@@ -158,13 +165,32 @@ impl Worker {
                 self.queue.send(&next).await.map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?;
             }
             let moved = store
-                .checkpoint_backfill(&job.tenant_id, &job.user_id, job.provider, &job.job_id, chunk, progress)
+                .checkpoint_backfill(&job.tenant_id, &job.user_id, job.provider, &job.job_id, chunk, progress, written)
                 .await
                 .map_err(|e| retry(&e))?;
             tracing::info!(start = %chunk.start, end = %chunk.end, moved, "backfill chunk done");
+            if moved && job.continuation().is_none() {
+                let days = u32::try_from(progress.days_total).unwrap_or(0);
+                let items = u64::try_from(progress.items).unwrap_or(0) + written as u64;
+                let event = Event::backfill_completed(&job.tenant_id, &job.user_id, job.provider, days, items);
+                self.emit(event).await;
+            }
+        }
+        if !batch.is_empty() {
+            let (metrics, dates) = batch.touched();
+            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
+            self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
         }
         tracing::info!(start = %window.start, end = %window.end, items = written, "sync done");
         Ok(())
+    }
+
+    /// Queues an event for the tenant's webhooks; a failure is logged, never the sync's.
+    async fn emit(&self, event: Event) {
+        if let Err(e) = self.events.emit(&event).await {
+            tracing::error!(event_id = %event.id, error = ?e, "could not queue an event");
+        }
     }
 
     fn context(job: &SyncJob) -> SecretContext {

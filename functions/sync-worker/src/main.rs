@@ -22,6 +22,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             config.sync_queue_url.clone().context("SYNC_QUEUE_URL is not set")?,
         ),
         data_table: config.data_table.clone().context("DATA_TABLE is not set")?,
+        events: shared::events::Events::new(
+            aws_sdk_sqs::Client::new(&aws),
+            config.notify_queue_url.clone().context("NOTIFY_QUEUE_URL is not set")?,
+        ),
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| async move {
         Ok::<_, lambda_runtime::Error>(worker.handle(event.payload).await)

@@ -68,13 +68,17 @@ impl Stack {
         let data = env_of("DataFunction")?;
         let connect = env_of("ConnectFunction")?;
         let public_url = |c: &shared::Config| c.public_url.clone().context("TENANTRY_PUBLIC_URL");
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let events = |c: &shared::Config| -> anyhow::Result<shared::events::Events> {
+            Ok(shared::events::Events::new(sqs.clone(), c.notify_queue_url.clone().context("NOTIFY_QUEUE_URL")?))
+        };
         let control_state = control::AppState {
             stores: stores(&control),
             allow_loopback_jwks: true,
             vault: Arc::new(shared::aws::vault(&control, &sdk)?),
             public_url: public_url(&control)?,
+            events: events(&control)?,
         };
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
         let queue = |c: &shared::Config| -> anyhow::Result<shared::sync::SyncQueue> {
             Ok(shared::sync::SyncQueue::new(sqs.clone(), c.sync_queue_url.clone().context("SYNC_QUEUE_URL")?))
         };
@@ -85,6 +89,7 @@ impl Stack {
             public_url: public_url(&connect)?,
             providers: connect.providers.clone(),
             sync: queue(&connect)?,
+            events: events(&connect)?,
         };
         let hooks = env_of("WebhooksFunction")?;
         let webhooks_state = webhooks::AppState {
@@ -100,10 +105,28 @@ impl Stack {
             providers: sync.providers.clone(),
             queue: queue(&sync)?,
             data_table: sync.data_table.clone().context("DATA_TABLE")?,
+            events: events(&sync)?,
         });
         let sync_handler: workers::QueueHandler = Arc::new(move |event| {
             let worker = worker.clone();
             Box::pin(async move { Ok(worker.handle(event).await) })
+        });
+        let notify = env_of("NotifierFunction")?;
+        let notifier = Arc::new(notifier::Notifier {
+            stores: stores(&notify),
+            vault: Arc::new(shared::aws::vault(&notify, &sdk)?),
+            http: notifier::http_client(),
+            queue: events(&notify)?,
+            dead_letters: shared::events::Events::new(
+                sqs.clone(),
+                notify.notify_dead_letters_url.clone().context("NOTIFY_DEAD_LETTERS_URL")?,
+            ),
+            // Tests shorten the retries through `extra_env`; the default is 24 hours.
+            policy: notifier::Policy::from_lookup(|k| options.extra_env.get(k).cloned()),
+        });
+        let notify_handler: workers::QueueHandler = Arc::new(move |event| {
+            let notifier = notifier.clone();
+            Box::pin(async move { Ok(notifier.handle(event).await) })
         });
         let plan = env_of("SyncSchedulerFunction")?;
         let scheduler = Arc::new(sync_scheduler::Scheduler::new(
@@ -115,7 +138,10 @@ impl Stack {
             Box::pin(async move { scheduler.tick().await.map(|_| ()) })
         });
         let workers = workers::Workers {
-            queues: HashMap::from([("SyncWorkerFunction".to_owned(), sync_handler)]),
+            queues: HashMap::from([
+                ("SyncWorkerFunction".to_owned(), sync_handler),
+                ("NotifierFunction".to_owned(), notify_handler),
+            ]),
             ticks: HashMap::from([("SyncSchedulerFunction".to_owned(), tick)]),
         };
         let functions = HashMap::from([

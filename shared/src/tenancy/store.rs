@@ -144,6 +144,11 @@ impl TenancyStore {
         crate::priority::PriorityStore::new(self.client.clone(), &self.table)
     }
 
+    /// Webhook endpoint and deliveries on the same table and credentials.
+    pub fn notify_store(&self) -> crate::notify::NotifyStore {
+        crate::notify::NotifyStore::new(self.client.clone(), &self.table)
+    }
+
     /// The same table through other credentials (a tenant-scoped session).
     pub fn with_client(&self, client: Client) -> Self {
         Self { client, table: self.table.clone() }
