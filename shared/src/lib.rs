@@ -14,6 +14,7 @@ pub mod jwt;
 pub mod oauth;
 pub mod openapi;
 pub mod providers;
+pub mod subscriptions;
 pub mod sync;
 pub mod telemetry;
 pub mod tenancy;
