@@ -113,6 +113,8 @@ pub struct Subscription {
     pub last_event_at: Option<String>,
     pub last_error: Option<String>,
     pub attempts: u32,
+    /// When it was last stored (RFC 3339; set by the store).
+    pub updated_at: Option<String>,
 }
 
 impl Subscription {
@@ -129,6 +131,7 @@ impl Subscription {
             last_event_at: None,
             last_error: None,
             attempts: 0,
+            updated_at: None,
         }
     }
 
@@ -173,6 +176,7 @@ impl SubscriptionStore {
             last_event_at: opt("last_event_at"),
             last_error: opt("last_error"),
             attempts: n("attempts").unwrap_or(0),
+            updated_at: opt("updated_at"),
         })
     }
 
