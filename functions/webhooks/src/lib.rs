@@ -370,7 +370,7 @@ async fn strava(app: &AppState, tenant: &str, body: &[u8]) -> Result<Outcome, Ap
     };
     let Ok(tenant) = TenantId::parse(tenant) else { return Ok(Outcome::Ack("not a tenant id")) };
     let sub = subscriptions(app, &tenant).await?.get(&tenant, p, "").await.map_err(|e| e.into_api("subscription"))?;
-    if !sub.and_then(|s| s.id).is_some_and(|id| id == subscription) {
+    if sub.and_then(|s| s.id).is_none_or(|id| id != subscription) {
         return Err(refused(p, "not our subscription", "the subscription_id is not one this endpoint created"));
     }
     let days = days_since(e["event_time"].as_i64());

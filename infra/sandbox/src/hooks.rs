@@ -117,15 +117,15 @@ fn oura_model(sub: &Sub) -> Value {
            "expiration_time": sub.expires_at.map(rfc3339)})
 }
 
-fn oura_client(app: &App, headers: &HeaderMap) -> Result<(String, String), Response> {
+/// The Oura client credentials of a subscription call, if they are valid.
+fn oura_client(app: &App, headers: &HeaderMap) -> Option<(String, String)> {
     let get = |k: &str| headers.get(k).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     let (id, secret) = (get("x-client-id"), get("x-client-secret"));
-    if !client_ok(app, &id, &secret) {
-        return Err(
-            (StatusCode::UNAUTHORIZED, axum::Json(json!({"detail": "invalid client credentials"}))).into_response()
-        );
-    }
-    Ok((id, secret))
+    client_ok(app, &id, &secret).then_some((id, secret))
+}
+
+fn oura_unauthorized() -> Response {
+    (StatusCode::UNAUTHORIZED, axum::Json(json!({"detail": "invalid client credentials"}))).into_response()
 }
 
 #[derive(Deserialize)]
@@ -141,10 +141,7 @@ pub(crate) async fn oura_create(State(app): State<App>, headers: HeaderMap, body
     if let Some(res) = down(&app) {
         return res;
     }
-    let (client_id, secret) = match oura_client(&app, &headers) {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
+    let Some((client_id, secret)) = oura_client(&app, &headers) else { return oura_unauthorized() };
     let Ok(req) = serde_json::from_slice::<OuraCreate>(&body) else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -190,10 +187,7 @@ pub(crate) async fn oura_renew(State(app): State<App>, headers: HeaderMap, Path(
     if let Some(res) = down(&app) {
         return res;
     }
-    let (client_id, _) = match oura_client(&app, &headers) {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
+    let Some((client_id, _)) = oura_client(&app, &headers) else { return oura_unauthorized() };
     let renewed = with(&app, |h| {
         let ttl = h.ttl_seconds;
         let sub = h.subs.iter_mut().find(|s| s.id == id && s.client_id == client_id)?;
@@ -210,10 +204,7 @@ pub(crate) async fn oura_renew(State(app): State<App>, headers: HeaderMap, Path(
 
 /// `GET /v2/webhook/subscription`: the client's subscriptions.
 pub(crate) async fn oura_list(State(app): State<App>, headers: HeaderMap) -> Response {
-    let (client_id, _) = match oura_client(&app, &headers) {
-        Ok(c) => c,
-        Err(res) => return res,
-    };
+    let Some((client_id, _)) = oura_client(&app, &headers) else { return oura_unauthorized() };
     let list: Vec<Value> = with(&app, |h| h.subs.iter().filter(|s| s.client_id == client_id).map(oura_model).collect());
     axum::Json(list).into_response()
 }
