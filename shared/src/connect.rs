@@ -250,6 +250,9 @@ pub struct Due {
     pub provider: ProviderId,
     /// The index entry as read; planning replaces it only if it is still this one.
     pub due_sk: String,
+    /// When the connection last synced, and last had a verified webhook (the polling fallback reads both).
+    pub last_synced_at: Option<String>,
+    pub last_webhook_at: Option<String>,
 }
 
 fn list_of(item: &Item, key: &str) -> Vec<String> {
@@ -779,7 +782,14 @@ impl ConnectStore {
             else {
                 continue;
             };
-            due.push(Due { tenant_id, user_id, provider, due_sk: sk.to_owned() });
+            due.push(Due {
+                tenant_id,
+                user_id,
+                provider,
+                due_sk: sk.to_owned(),
+                last_synced_at: get_s(item, "last_synced_at").map(str::to_owned),
+                last_webhook_at: get_s(item, "last_webhook_at").map(str::to_owned),
+            });
         }
         Ok(due)
     }

@@ -20,6 +20,7 @@ pub mod openapi;
 pub mod priority;
 pub mod providers;
 pub mod readers;
+pub mod subscriptions;
 pub mod sync;
 pub mod telemetry;
 pub mod tenancy;

@@ -2,6 +2,7 @@
 //! port), its own JWKS server, and talks to it over HTTP like a tenant would.
 
 pub mod connect;
+pub mod hooks;
 
 use std::time::Duration;
 

@@ -22,6 +22,9 @@ pub struct PutApp {
     client_secret: String,
     #[serde(default)]
     scopes: Option<Vec<String>>,
+    /// Withings only: where its (unsigned) notifications may come from.
+    #[serde(default)]
+    webhook_allowed_ips: Option<Vec<String>>,
 }
 
 /// What a tenant sees of its app: everything but the secret, plus the redirect URI to register.
@@ -58,6 +61,15 @@ pub async fn put_app(
         Some(scopes) => scopes.iter().map(|s| bounded("each scope", s, 256)).collect::<Result<Vec<_>, _>>()?,
         None => provider.provider().default_scopes().iter().map(|s| (*s).to_owned()).collect(),
     };
+    let allowed_ips = match body.webhook_allowed_ips {
+        Some(_) if provider != ProviderId::Withings => {
+            return Err(ApiError::bad_request("invalid_body", "webhook_allowed_ips applies to withings only"));
+        }
+        Some(ips) if ips.len() > 50 || ips.iter().any(|ip| ip.parse::<std::net::IpAddr>().is_err()) => {
+            return Err(ApiError::bad_request("invalid_body", "webhook_allowed_ips must be at most 50 IP addresses"));
+        }
+        other => other,
+    };
     let sealed = app
         .vault
         .seal(&shared::connect::app_secret_context(&scope.tenant_id, provider), secret.as_bytes())
@@ -73,6 +85,15 @@ pub async fn put_app(
     let store = app.stores.tenant(&scope.tenant_id).await?.connect_store();
     store.put_app(&scope.tenant_id, &stored).await.map_err(|e| e.into_api("provider app"))?;
     tracing::info!(tenant_id = %scope.tenant_id, provider = %provider, "provider app configured");
+    // Webhooks: the sync-scheduler's next tick makes the subscriptions asked for here, so a provider that
+    // is down never fails the save.
+    let subs = app.stores.tenant(&scope.tenant_id).await?.subscription_store();
+    if let Some(ips) = &allowed_ips {
+        subs.set_allowed_ips(&scope.tenant_id, provider, ips).await.map_err(|e| e.into_api("provider app"))?;
+    }
+    if let Err(e) = subs.request(&scope.tenant_id, provider, &stored.client_id).await {
+        tracing::warn!(tenant_id = %scope.tenant_id, provider = %provider, error = %e, "webhook subscription not asked for; saving the app again asks again");
+    }
     Ok(axum::Json(view(stored, &app)).into_response())
 }
 

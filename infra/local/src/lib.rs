@@ -129,10 +129,19 @@ impl Stack {
             Box::pin(async move { Ok(notifier.handle(event).await) })
         });
         let plan = env_of("SyncSchedulerFunction")?;
-        let scheduler = Arc::new(sync_scheduler::Scheduler::new(
-            shared::connect::ConnectStore::new(aws_sdk_dynamodb::Client::new(&sdk), &plan.tenancy_table),
-            queue(&plan)?,
-        ));
+        let scheduler = Arc::new(
+            sync_scheduler::Scheduler::new(
+                shared::connect::ConnectStore::new(aws_sdk_dynamodb::Client::new(&sdk), &plan.tenancy_table),
+                queue(&plan)?,
+            )
+            .with_keeper(sync_scheduler::Keeper::new(
+                shared::subscriptions::SubscriptionStore::new(aws_sdk_dynamodb::Client::new(&sdk), &plan.tenancy_table),
+                shared::connect::ConnectStore::new(aws_sdk_dynamodb::Client::new(&sdk), &plan.tenancy_table),
+                Arc::new(shared::aws::vault(&plan, &sdk)?),
+                plan.providers.clone(),
+                public_url(&plan)?,
+            )),
+        );
         let tick: workers::TickHandler = Arc::new(move || {
             let scheduler = scheduler.clone();
             Box::pin(async move { scheduler.tick().await.map(|_| ()) })

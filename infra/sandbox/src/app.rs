@@ -11,11 +11,12 @@ use serde_json::json;
 
 use crate::provider::Provider;
 use crate::store::{DataFault, RateDecision, Store, TokenFault};
-use crate::{consent, control, data, token};
+use crate::{consent, control, data, hooks, token};
 
 pub(crate) struct Sandbox {
     pub provider: Provider,
     store: Mutex<Store>,
+    pub hooks: crate::hooks::HooksState,
 }
 
 pub(crate) type App = Arc<Sandbox>;
@@ -32,31 +33,38 @@ impl Sandbox {
 const TIMEOUT_HOLD: Duration = Duration::from_secs(600);
 
 pub(crate) fn router(provider: Provider) -> Router {
-    let app: App = Arc::new(Sandbox { provider, store: Mutex::new(Store::new(provider)) });
+    let app: App = Arc::new(Sandbox { provider, store: Mutex::new(Store::new(provider)), hooks: Default::default() });
     let mut r = Router::new()
         .route("/", get(control::index))
         .route("/sandbox/state", get(control::state))
         .route("/sandbox/faults", get(control::faults).post(control::set_faults))
         .route(provider.authorize_path(), get(consent::show).post(consent::decide))
-        .route(provider.token_path(), post(token::token));
+        .route(provider.token_path(), post(token::token))
+        .route("/sandbox/webhooks", get(hooks::state))
+        .route("/sandbox/webhooks/settings", post(hooks::settings))
+        .route("/sandbox/webhooks/send", post(hooks::send));
     r = match provider {
         Provider::Oura => r
             .route("/oauth/revoke", post(token::revoke_oura).get(token::revoke_oura))
             .route("/v2/usercollection/daily_activity", get(data::oura_daily_activity))
             .route("/v2/usercollection/heartrate", get(data::oura_heartrate))
-            .route("/v2/usercollection/personal_info", get(data::oura_personal_info)),
+            .route("/v2/usercollection/personal_info", get(data::oura_personal_info))
+            .route("/v2/webhook/subscription", post(hooks::oura_create).get(hooks::oura_list))
+            .route("/v2/webhook/subscription/renew/{id}", axum::routing::put(hooks::oura_renew)),
         Provider::GoogleHealth => r.route("/revoke", post(token::revoke_google)),
-        Provider::Withings => r,
+        Provider::Withings => r.route("/notify", post(hooks::withings_notify)),
         Provider::Whoop => r
             .route("/developer/v2/user/access", delete(token::revoke_user_bearer))
             .route("/developer/v2/user/profile/basic", get(data::whoop_profile)),
         Provider::Polar => r
             .route("/v3/users", post(data::polar_register))
             .route("/v3/users/{user_id}", get(data::polar_user_info).delete(data::polar_delete_user))
-            .route("/v3/exercises", get(data::polar_exercises)),
+            .route("/v3/exercises", get(data::polar_exercises))
+            .route("/v3/webhooks", post(hooks::polar_create)),
         Provider::Strava => r
             .route("/oauth/deauthorize", post(token::revoke_strava))
-            .route("/api/v3/athlete", get(data::strava_athlete)),
+            .route("/api/v3/athlete", get(data::strava_athlete))
+            .route("/api/v3/push_subscriptions", post(hooks::strava_create)),
         Provider::Garmin => r
             .route("/wellness-api/rest/user/registration", delete(token::revoke_user_bearer))
             .route("/wellness-api/rest/user/id", get(data::garmin_user_id)),

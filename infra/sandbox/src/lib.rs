@@ -10,6 +10,7 @@ mod auth;
 mod consent;
 mod control;
 mod data;
+mod hooks;
 mod ids;
 mod pages;
 mod people;

@@ -265,6 +265,11 @@ impl Store {
         }
     }
 
+    /// The secret a client pinned at its first token request (webhook signing and subscription calls use it).
+    pub fn pinned_secret(&self, client_id: &str) -> Option<String> {
+        self.clients.get(client_id).cloned().flatten()
+    }
+
     pub fn clients(&self) -> usize {
         self.clients.len()
     }

@@ -26,4 +26,7 @@ impl super::Provider for Garmin {
     fn revoke(&self) -> Revoke {
         Revoke::BearerDelete("https://apis.garmin.com/wellness-api/rest/user/registration")
     }
+    fn user_info(&self) -> Option<(&'static str, &'static str)> {
+        Some(("https://apis.garmin.com/wellness-api/rest/user/id", "userId"))
+    }
 }

@@ -22,4 +22,7 @@ impl super::Provider for Whoop {
     fn revoke(&self) -> Revoke {
         Revoke::BearerDelete("https://api.prod.whoop.com/developer/v2/user/access")
     }
+    fn user_info(&self) -> Option<(&'static str, &'static str)> {
+        Some(("https://api.prod.whoop.com/developer/v2/user/profile/basic", "user_id"))
+    }
 }

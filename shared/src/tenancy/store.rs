@@ -134,6 +134,11 @@ impl TenancyStore {
         crate::connect::ConnectStore::new(self.client.clone(), &self.table)
     }
 
+    /// Webhook subscriptions and delivery markers through the same credentials.
+    pub fn subscription_store(&self) -> crate::subscriptions::SubscriptionStore {
+        crate::subscriptions::SubscriptionStore::new(self.client.clone(), &self.table)
+    }
+
     /// The normalized data table through the same credentials.
     pub fn data_store(&self, table: &str) -> crate::datastore::DataStore {
         crate::datastore::DataStore::new(self.client.clone(), table)
