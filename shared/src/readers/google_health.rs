@@ -27,13 +27,16 @@ pub(super) async fn fetch(ctx: &FetchCtx<'_>, window: Window) -> Result<Batch, F
     batch.daily.extend(steps(&points(ctx, STEPS, window).await?));
     batch.daily.extend(weights(&points(ctx, WEIGHT, window).await?));
     batch.workouts.extend(points(ctx, EXERCISE, window).await?.iter().filter_map(exercise));
-    for p in points(ctx, SLEEP, window).await? {
-        if let Some((session, day)) = sleep(&p) {
-            batch.sleep.push(session);
-            batch.daily.push(day);
-        }
+    // A night belongs to the day it ends on, so it may start the evening before the window.
+    let nights = Window { start: window.start - Duration::days(1), ..window };
+    for (session, day) in points(ctx, SLEEP, nights).await?.iter().filter_map(sleep) {
+        batch.sleep.push(session);
+        batch.daily.push(day);
     }
     batch.samples.extend(points(ctx, HEART_RATE, window).await?.iter().filter_map(heart_rate));
+    batch.daily.retain(|d| window.contains(d.day));
+    batch.sleep.retain(|s| window.contains(s.day));
+    batch.workouts.retain(|w| window.contains(w.day));
     Ok(batch)
 }
 
