@@ -728,14 +728,12 @@ impl ConnectStore {
     /// move it back. False when the condition refused it.
     pub async fn checkpoint_backfill(
         &self,
-        tenant: &TenantId,
-        user: &UserId,
-        p: ProviderId,
-        job: &str,
+        job: &crate::sync::SyncJob,
         chunk: &crate::sync::BackfillChunk,
         progress: &BackfillProgress,
         items: usize,
     ) -> Result<bool, StoreError> {
+        let (tenant, user, p) = (&job.tenant_id, &job.user_id, job.provider);
         let finished = chunk.start <= chunk.oldest;
         let done = progress.days_total - (chunk.start - chunk.oldest).whole_days();
         let through = crate::time::format_day(chunk.start);
@@ -750,7 +748,7 @@ impl ConnectStore {
                 (":done", AttributeValue::N(done.clamp(0, progress.days_total).to_string())),
                 (":bs", s(if finished { "completed" } else { "running" })),
                 (":items", AttributeValue::N(items.to_string())),
-                (":job", s(job)),
+                (":job", s(&job.job_id)),
                 (":oldest", s(crate::time::format_day(chunk.oldest))),
             ],
         )

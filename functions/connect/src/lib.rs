@@ -658,7 +658,8 @@ async fn complete(
         match info {
             Ok(r) if r.status().is_success() => {
                 let body: serde_json::Value = r.json().await.unwrap_or_default();
-                provider_user_id = body[field].as_str().map(str::to_owned);
+                provider_user_id =
+                    body[field].as_str().map(str::to_owned).or_else(|| body[field].as_i64().map(|n| n.to_string()));
             }
             // Only webhooks need the id; the connection works without it.
             _ => tracing::warn!(provider = %p, "could not read the provider's user id"),

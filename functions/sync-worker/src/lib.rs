@@ -164,10 +164,7 @@ impl Worker {
             if let Some(next) = job.continuation() {
                 self.queue.send(&next).await.map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?;
             }
-            let moved = store
-                .checkpoint_backfill(&job.tenant_id, &job.user_id, job.provider, &job.job_id, chunk, progress, written)
-                .await
-                .map_err(|e| retry(&e))?;
+            let moved = store.checkpoint_backfill(job, chunk, progress, written).await.map_err(|e| retry(&e))?;
             tracing::info!(start = %chunk.start, end = %chunk.end, moved, "backfill chunk done");
             if moved && job.continuation().is_none() {
                 let days = u32::try_from(progress.days_total).unwrap_or(0);

@@ -11,7 +11,10 @@ use serde_json::json;
 
 use crate::provider::Provider;
 use crate::store::{DataFault, RateDecision, Store, TokenFault};
-use crate::{consent, control, data, hooks, token};
+use crate::{
+    consent, control, data, data_garmin, data_google, data_oura, data_polar, data_strava, data_whoop, data_withings,
+    hooks, token,
+};
 
 pub(crate) struct Sandbox {
     pub provider: Provider,
@@ -48,26 +51,45 @@ pub(crate) fn router(provider: Provider) -> Router {
             .route("/oauth/revoke", post(token::revoke_oura).get(token::revoke_oura))
             .route("/v2/usercollection/daily_activity", get(data::oura_daily_activity))
             .route("/v2/usercollection/heartrate", get(data::oura_heartrate))
+            .route("/v2/usercollection/daily_sleep", get(data_oura::oura_daily_sleep))
+            .route("/v2/usercollection/sleep", get(data_oura::oura_sleep))
+            .route("/v2/usercollection/daily_readiness", get(data_oura::oura_daily_readiness))
+            .route("/v2/usercollection/daily_spo2", get(data_oura::oura_daily_spo2))
+            .route("/v2/usercollection/workout", get(data_oura::oura_workout))
             .route("/v2/usercollection/personal_info", get(data::oura_personal_info))
             .route("/v2/webhook/subscription", post(hooks::oura_create).get(hooks::oura_list))
             .route("/v2/webhook/subscription/renew/{id}", axum::routing::put(hooks::oura_renew)),
-        Provider::GoogleHealth => r.route("/revoke", post(token::revoke_google)),
-        Provider::Withings => r.route("/notify", post(hooks::withings_notify)),
+        Provider::GoogleHealth => r
+            .route("/revoke", post(token::revoke_google))
+            .route("/v4/users/me/dataTypes/{data_type}/dataPoints", get(data_google::google_data_points)),
+        Provider::Withings => r
+            .route("/notify", post(hooks::withings_notify))
+            .route("/measure", post(data_withings::withings_measure))
+            .route("/v2/measure", post(data_withings::withings_activity))
+            .route("/v2/sleep", post(data_withings::withings_sleep)),
         Provider::Whoop => r
             .route("/developer/v2/user/access", delete(token::revoke_user_bearer))
-            .route("/developer/v2/user/profile/basic", get(data::whoop_profile)),
+            .route("/developer/v2/user/profile/basic", get(data::whoop_profile))
+            .route("/developer/v2/cycle", get(data_whoop::whoop_cycles))
+            .route("/developer/v2/recovery", get(data_whoop::whoop_recoveries))
+            .route("/developer/v2/activity/sleep", get(data_whoop::whoop_sleeps))
+            .route("/developer/v2/activity/workout", get(data_whoop::whoop_workouts)),
         Provider::Polar => r
             .route("/v3/users", post(data::polar_register))
             .route("/v3/users/{user_id}", get(data::polar_user_info).delete(data::polar_delete_user))
-            .route("/v3/exercises", get(data::polar_exercises))
+            .route("/v3/exercises", get(data_polar::polar_exercises))
+            .route("/v3/users/activities", get(data_polar::polar_activities))
+            .route("/v3/users/sleep", get(data_polar::polar_sleep))
             .route("/v3/webhooks", post(hooks::polar_create)),
         Provider::Strava => r
             .route("/oauth/deauthorize", post(token::revoke_strava))
             .route("/api/v3/athlete", get(data::strava_athlete))
+            .route("/api/v3/athlete/activities", get(data_strava::strava_activities))
             .route("/api/v3/push_subscriptions", post(hooks::strava_create)),
         Provider::Garmin => r
             .route("/wellness-api/rest/user/registration", delete(token::revoke_user_bearer))
-            .route("/wellness-api/rest/user/id", get(data::garmin_user_id)),
+            .route("/wellness-api/rest/user/id", get(data::garmin_user_id))
+            .route("/wellness-api/rest/dailies", get(data_garmin::garmin_dailies)),
     };
     r.fallback(not_found).with_state(app)
 }

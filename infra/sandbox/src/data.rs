@@ -20,8 +20,8 @@ use crate::people::{self, Person};
 
 use crate::store::{Bearer, RateDecision};
 
-const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
-const NAIVE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
+pub(crate) const DATE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]");
+pub(crate) const NAIVE: &[FormatItem<'static>] = format_description!("[year]-[month]-[day]T[hour]:[minute]:[second]");
 /// Oura writes offsets as `+00:00`, never `Z`.
 const STAMP: &[FormatItem<'static>] =
     format_description!("[year]-[month]-[day]T[hour]:[minute]:[second][offset_hour sign:mandatory]:[offset_minute]");
@@ -30,7 +30,7 @@ const SAMPLES_PER_PAGE: usize = 1_000;
 const SAMPLE_SECONDS: i64 = 300;
 
 /// The preamble of every data call: count it, apply the data fault, check the bearer, spend the budget.
-async fn gate(app: &App, headers: &HeaderMap) -> Result<(Bearer, RateDecision), Response> {
+pub(crate) async fn gate(app: &App, headers: &HeaderMap) -> Result<(Bearer, RateDecision), Response> {
     app.with(|s| s.counters.data_requests += 1);
     if let Some(res) = data_fault(app).await {
         return Err(res);
@@ -46,13 +46,13 @@ async fn gate(app: &App, headers: &HeaderMap) -> Result<(Bearer, RateDecision), 
     Ok((bearer, decision))
 }
 
-fn ok(d: RateDecision, body: Value) -> Response {
+pub(crate) fn ok(d: RateDecision, body: Value) -> Response {
     let mut res = (StatusCode::OK, axum::Json(body)).into_response();
     rate_headers(res.headers_mut(), d);
     res
 }
 
-fn with_rate(d: RateDecision, status: StatusCode, body: Option<Value>) -> Response {
+pub(crate) fn with_rate(d: RateDecision, status: StatusCode, body: Option<Value>) -> Response {
     let mut res = match body {
         Some(b) => (status, axum::Json(b)).into_response(),
         None => status.into_response(),
@@ -61,29 +61,29 @@ fn with_rate(d: RateDecision, status: StatusCode, body: Option<Value>) -> Respon
     res
 }
 
-fn bad_request(d: RateDecision, detail: impl Into<String>) -> Response {
+pub(crate) fn bad_request(d: RateDecision, detail: impl Into<String>) -> Response {
     with_rate(d, StatusCode::BAD_REQUEST, Some(json!({"detail": detail.into()})))
 }
 
-fn query(raw: Option<String>) -> Vec<(String, String)> {
+pub(crate) fn query(raw: Option<String>) -> Vec<(String, String)> {
     url::form_urlencoded::parse(raw.unwrap_or_default().as_bytes()).into_owned().collect()
 }
 
-fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(q: &'a [(String, String)], name: &str) -> Option<&'a str> {
     q.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).filter(|v| !v.is_empty())
 }
 
-fn offset(p: &Person) -> UtcOffset {
+pub(crate) fn offset(p: &Person) -> UtcOffset {
     UtcOffset::from_whole_seconds(p.utc_offset_minutes * 60).unwrap_or(UtcOffset::UTC)
 }
 
-fn stamp(t: OffsetDateTime) -> String {
+pub(crate) fn stamp(t: OffsetDateTime) -> String {
     t.format(STAMP).unwrap_or_default()
 }
 
 /// RFC 3339, or a naive datetime taken as UTC. A `+` that arrived unencoded in the query became a space; it is
 /// read back as `+`, as a lenient server would.
-fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
+pub(crate) fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
     let s = s.trim().replace(' ', "+");
     OffsetDateTime::parse(&s, &Rfc3339)
         .ok()
@@ -91,11 +91,11 @@ fn parse_datetime(s: &str) -> Option<OffsetDateTime> {
         .or_else(|| Date::parse(&s, DATE).ok().map(|d| d.midnight().assume_utc()))
 }
 
-fn encode_token(s: &str) -> String {
+pub(crate) fn encode_token(s: &str) -> String {
     URL_SAFE_NO_PAD.encode(s)
 }
 
-fn decode_token(token: &str, prefix: &str) -> Option<String> {
+pub(crate) fn decode_token(token: &str, prefix: &str) -> Option<String> {
     let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
     String::from_utf8(bytes).ok()?.strip_prefix(prefix).map(str::to_string)
 }
@@ -381,7 +381,7 @@ pub(crate) async fn polar_register(State(app): State<App>, headers: HeaderMap, b
 }
 
 /// The token's user may only read itself; an unregistered user gets 403, as before registration at Polar.
-fn polar_registered(app: &App, bearer: &Bearer, path_user: Option<&str>) -> Option<(String, String)> {
+pub(crate) fn polar_registered(app: &App, bearer: &Bearer, path_user: Option<&str>) -> Option<(String, String)> {
     let own = people::numeric_id(app.provider, &bearer.user).to_string();
     if path_user.is_some_and(|u| u != own) {
         return None;
@@ -402,19 +402,6 @@ pub(crate) async fn polar_user_info(
     };
     match polar_registered(&app, &bearer, Some(&user_id)) {
         Some((member_id, at)) => ok(d, polar_user(&app, &bearer, &member_id, &at)),
-        None => with_rate(d, StatusCode::FORBIDDEN, None),
-    }
-}
-
-/// Polar `GET /v3/exercises`: 403 before registration; the sandbox user has no exercises yet.
-#[tracing::instrument(skip_all, fields(provider = %app.provider))]
-pub(crate) async fn polar_exercises(State(app): State<App>, headers: HeaderMap) -> Response {
-    let (bearer, d) = match gate(&app, &headers).await {
-        Ok(g) => g,
-        Err(res) => return res,
-    };
-    match polar_registered(&app, &bearer, None) {
-        Some(_) => ok(d, json!([])),
         None => with_rate(d, StatusCode::FORBIDDEN, None),
     }
 }

@@ -4,12 +4,18 @@
 //! ask the user to reconnect, retry later). `backfill_plan` documents how far back each provider goes and in
 //! what chunks (docs/providers.md, "Sync").
 
+mod garmin;
+mod google_health;
 mod oura;
+mod polar;
+mod strava;
+mod whoop;
+mod withings;
 
 use std::time::Duration;
 
 use serde_json::Value;
-use time::Date;
+use time::{Date, OffsetDateTime, UtcOffset};
 
 use crate::model::Batch;
 use crate::providers::{Overrides, ProviderId};
@@ -40,6 +46,19 @@ impl Window {
     pub fn days(&self) -> i64 {
         (self.end - self.start).whole_days() + 1
     }
+
+    pub fn contains(&self, day: Date) -> bool {
+        (self.start..=self.end).contains(&day)
+    }
+
+    /// UTC instants that surely cover every local day of the window in any time zone (UTC-12 to UTC+14):
+    /// a day before the first midnight to a day after the last. Readers of instant-ranged APIs ask for this
+    /// and keep what falls on the window's local dates.
+    pub fn utc_cover(&self) -> (OffsetDateTime, OffsetDateTime) {
+        let start = (self.start - time::Duration::days(1)).midnight().assume_utc();
+        let end = (self.end + time::Duration::days(2)).midnight().assume_utc();
+        (start, end)
+    }
 }
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -57,7 +76,15 @@ pub enum FetchError {
 
 /// Whether Tenantry can read this provider's data yet.
 pub fn can_sync(p: ProviderId) -> bool {
-    matches!(p, ProviderId::Oura)
+    match p {
+        ProviderId::Oura
+        | ProviderId::Whoop
+        | ProviderId::Withings
+        | ProviderId::Strava
+        | ProviderId::Polar
+        | ProviderId::GoogleHealth
+        | ProviderId::Garmin => true,
+    }
 }
 
 /// How far back a first sync reaches, and how many days each backfill job fetches.
@@ -67,19 +94,32 @@ pub struct BackfillPlan {
     pub chunk_days: u32,
 }
 
+/// docs/providers.md, "Sync", explains each row.
 pub fn backfill_plan(p: ProviderId) -> BackfillPlan {
-    match p {
-        // Oura keeps the ring's whole history; 30-day pages keep each call small.
-        ProviderId::Oura => BackfillPlan { max_days: 365, chunk_days: 30 },
-        _ => BackfillPlan { max_days: 90, chunk_days: 30 },
-    }
+    let (max_days, chunk_days) = match p {
+        // Whole histories, read in 30-day chunks: about 7 + 9 heart-rate pages per Oura chunk, 2 pages per
+        // WHOOP collection, one call per Withings service, 1-2 Strava pages, 5 Google data types.
+        ProviderId::Oura | ProviderId::Whoop | ProviderId::Withings | ProviderId::Strava | ProviderId::GoogleHealth => {
+            (365, 30)
+        }
+        // AccessLink keeps exercises 30 days and sleep 28 days: one chunk is all there is.
+        ProviderId::Polar => (28, 28),
+        // Pull reads by upload time, one call per day of uploads: weekly chunks keep a job under 10 calls.
+        ProviderId::Garmin => (30, 7),
+    };
+    BackfillPlan { max_days, chunk_days }
 }
 
 /// Reads one window of one provider's data.
 pub async fn fetch(p: ProviderId, ctx: &FetchCtx<'_>, window: Window) -> Result<Batch, FetchError> {
     match p {
         ProviderId::Oura => oura::fetch(ctx, window).await,
-        other => Err(FetchError::Unavailable(format!("reading {other} data is not available yet"))),
+        ProviderId::Whoop => whoop::fetch(ctx, window).await,
+        ProviderId::Withings => withings::fetch(ctx, window).await,
+        ProviderId::Strava => strava::fetch(ctx, window).await,
+        ProviderId::Polar => polar::fetch(ctx, window).await,
+        ProviderId::GoogleHealth => google_health::fetch(ctx, window).await,
+        ProviderId::Garmin => garmin::fetch(ctx, window).await,
     }
 }
 
@@ -91,11 +131,22 @@ pub(crate) async fn get_json(
     url: &str,
     query: &[(&str, String)],
 ) -> Result<Value, FetchError> {
-    let response = ctx
-        .http
-        .get(url)
+    send(ctx.http.get(url).query(query), ctx, provider).await
+}
+
+/// POST a form with the user's bearer token (Withings' `action=...` services); answers mapped as `get_json`.
+pub(crate) async fn post_form(
+    ctx: &FetchCtx<'_>,
+    provider: ProviderId,
+    url: &str,
+    form: &[(&str, String)],
+) -> Result<Value, FetchError> {
+    send(ctx.http.post(url).form(form), ctx, provider).await
+}
+
+async fn send(request: reqwest::RequestBuilder, ctx: &FetchCtx<'_>, provider: ProviderId) -> Result<Value, FetchError> {
+    let response = request
         .bearer_auth(ctx.access_token)
-        .query(query)
         .timeout(Duration::from_secs(20))
         .send()
         .await
@@ -138,3 +189,26 @@ pub(crate) async fn get_pages(
     }
     Err(FetchError::Unavailable(format!("{provider} kept paging past {MAX_PAGES} pages")))
 }
+
+/// The array under `key` of every page, flattened.
+pub(crate) fn items(pages: Vec<Value>, key: &str) -> Vec<Value> {
+    pages.into_iter().flat_map(|mut p| p[key].as_array_mut().map(std::mem::take).unwrap_or_default()).collect()
+}
+
+/// A number, also when sent as a JSON string (Google's int64 fields).
+pub(crate) fn num(v: &Value) -> Option<f64> {
+    v.as_f64().or_else(|| v.as_str().and_then(|s| s.trim().parse().ok())).filter(|f| f.is_finite())
+}
+
+/// A UTC offset from whole seconds east of UTC.
+pub(crate) fn offset_secs(seconds: f64) -> Option<UtcOffset> {
+    UtcOffset::from_whole_seconds(seconds.round() as i32).ok()
+}
+
+/// An instant from Unix seconds.
+pub(crate) fn unix(seconds: f64) -> Option<OffsetDateTime> {
+    OffsetDateTime::from_unix_timestamp(seconds as i64).ok()
+}
+
+#[cfg(test)]
+mod tests;
