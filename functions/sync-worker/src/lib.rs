@@ -159,6 +159,12 @@ impl Worker {
             FetchError::Unavailable(why) => Failure::Retry { after: 60, why },
         })?;
         let written = data.put_batch(&job.tenant_id, &job.user_id, &batch).await.map_err(|e| retry(&e))?;
+        if !batch.is_empty() {
+            let (metrics, dates) = batch.touched();
+            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
+            self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
+        }
         if let (Some(chunk), Some(progress)) = (&job.backfill, &conn.backfill) {
             // Next chunk first, checkpoint second: a crash in between repeats a chunk, never skips one.
             if let Some(next) = job.continuation() {
@@ -172,12 +178,6 @@ impl Worker {
                 let event = Event::backfill_completed(&job.tenant_id, &job.user_id, job.provider, days, items);
                 self.emit(event).await;
             }
-        }
-        if !batch.is_empty() {
-            let (metrics, dates) = batch.touched();
-            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
-            let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
-            self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
         }
         tracing::info!(start = %window.start, end = %window.end, items = written, "sync done");
         Ok(())
