@@ -66,14 +66,7 @@ fn backoff(after: i32, receives: u32) -> i32 {
 impl Worker {
     /// The Lambda entry: each message is a job; failed ones are reported for retry (partial batch).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        let results = futures::future::join_all(event.records.iter().map(|m| self.one(m))).await;
-        for (message, retry) in event.records.iter().zip(results) {
-            if retry && let Some(id) = &message.message_id {
-                response.add_failure(id.clone());
-            }
-        }
-        response
+        shared::batch::partial(&event, |m| self.one(m)).await
     }
 
     /// Runs one message; true when it must come back.
