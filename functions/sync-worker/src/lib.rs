@@ -274,6 +274,17 @@ mod tests {
     use shared::providers::ProviderId;
 
     #[test]
+    fn the_sample_backfill_event_carries_a_chunk_and_its_redelivery_count() {
+        let event: Result<SqsEvent, _> =
+            serde_json::from_str(include_str!("../../../events/sync-worker/backfill-chunk.json"));
+        let message = event.ok().and_then(|e| e.records.into_iter().next());
+        assert_eq!(message.as_ref().map(receive_count), Some(2));
+        let job = message.and_then(|m| m.body).and_then(|b| serde_json::from_str::<SyncJob>(&b).ok());
+        let chunk = job.and_then(|j| j.backfill);
+        assert_eq!(chunk.map(|c| (c.end - c.start).whole_days()), Some(29), "{chunk:?}");
+    }
+
+    #[test]
     fn retries_back_off_exponentially_up_to_fifteen_minutes() {
         assert_eq!([1, 2, 3, 4].map(|n| backoff(60, n)), [60, 120, 240, 480]);
         assert_eq!(backoff(60, 9), 900);
