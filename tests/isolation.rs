@@ -53,6 +53,9 @@ fn body_for(method: &str, path: &str, a: &TestTenant, stack: &TestStack, b_exter
         ("POST", "/v1/users") => Some(json!({"external_id": b_external_id})),
         ("PATCH", _) => Some(json!({"status": "disabled"})),
         ("POST", p) if p.ends_with("/connect-sessions") => Some(json!({"return_url": "https://a.example/done"})),
+        ("POST", p) if p.ends_with("/ingest/apple-health") => Some(json!({"data": {"metrics": [
+            {"name": "step_count", "units": "count", "data": [{"date": "2026-11-01 08:00:00 +0000", "qty": 5}]}
+        ]}})),
         ("PUT", "/v1/settings/providers/{provider}") => {
             Some(json!({"client_id": "a-app", "client_secret": "a-secret"}))
         }

@@ -49,6 +49,14 @@ pub struct StoredDaily {
     pub synced_at: String,
 }
 
+/// What `put_batch` did: items written (or found unchanged), and the part of the batch that changed
+/// something (its `touched()` names the metrics and dates of a `data.updated` event).
+#[derive(Debug, Default)]
+pub struct Written {
+    pub items: usize,
+    pub changed: Batch,
+}
+
 /// One page of a list read; `next` is the sort key to continue after.
 #[derive(Debug)]
 pub struct Listed<T> {
@@ -83,9 +91,12 @@ impl DataStore {
         Self { client, table: table.into() }
     }
 
-    /// Stores everything a fetch brought: daily records merged per (day, source) into one update each,
-    /// the rest in batches of 25 puts. Returns how many items were written.
-    pub async fn put_batch(&self, tenant: &TenantId, user: &UserId, batch: &Batch) -> Result<usize, StoreError> {
+    /// Stores everything a fetch brought: daily records merged per (day, source) into one update each, sleep
+    /// sessions and workouts one conditional put each, sample hours in batches of 25 puts. Says how many
+    /// items it wrote and which daily metrics, sessions and dates actually changed (nothing, for the same
+    /// data again).
+    pub async fn put_batch(&self, tenant: &TenantId, user: &UserId, batch: &Batch) -> Result<Written, StoreError> {
+        let mut changed = Batch::default();
         let synced_at = crate::time::now_rfc3339();
         let mut merged: BTreeMap<(Date, SourceName), DailyRecord> = BTreeMap::new();
         for d in &batch.daily {
@@ -97,15 +108,21 @@ impl DataStore {
             entry.source.device = entry.source.device.take().or_else(|| d.source.device.clone());
         }
         for d in merged.values() {
-            self.put_daily(tenant, user, d, &synced_at).await?;
+            if self.put_daily(tenant, user, d, &synced_at).await? {
+                changed.daily.push(d.clone());
+            }
         }
-        let mut puts = Vec::new();
         for sl in &batch.sleep {
-            puts.push(self.keyed(tenant, user, sl)?);
+            if self.put_changed(self.keyed(tenant, user, sl)?).await? {
+                changed.sleep.push(sl.clone());
+            }
         }
         for w in &batch.workouts {
-            puts.push(self.keyed(tenant, user, w)?);
+            if self.put_changed(self.keyed(tenant, user, w)?).await? {
+                changed.workouts.push(w.clone());
+            }
         }
+        let mut puts = Vec::new();
         let mut hours: BTreeMap<(SampleKind, String, SourceName), Vec<&Sample>> = BTreeMap::new();
         for x in &batch.samples {
             hours.entry((x.kind, hour_key(x.time), x.source.name.clone())).or_default().push(x);
@@ -128,11 +145,30 @@ impl DataStore {
             }
             puts.push(item);
         }
-        let written = merged.len() + puts.len();
+        let items = merged.len() + batch.sleep.len() + batch.workouts.len() + puts.len();
         for chunk in puts.chunks(25) {
             self.batch_put(chunk.to_vec()).await?;
         }
-        Ok(written)
+        Ok(Written { items, changed })
+    }
+
+    /// Puts an item unless the stored one has the same `doc`; true when it wrote.
+    async fn put_changed(&self, item: Item) -> Result<bool, StoreError> {
+        let doc = item.get("doc").cloned().unwrap_or(AttributeValue::Null(true));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(sk) OR doc <> :doc")
+            .expression_attribute_values(":doc", doc)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if crate::dynamo::conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("writing a session")(e)),
+        }
     }
 
     fn keyed<T: DayRecord>(&self, tenant: &TenantId, user: &UserId, v: &T) -> Result<Item, StoreError> {
@@ -168,14 +204,15 @@ impl DataStore {
     }
 
     /// Upserts one day from one source: each metric is its own attribute, so records of the same day from
-    /// different calls (activity, sleep, readiness) merge instead of replacing each other.
+    /// different calls (activity, sleep, readiness) merge instead of replacing each other. Unchanged values
+    /// are not rewritten (a condition), so a redelivered job leaves the item byte for byte as it was.
     async fn put_daily(
         &self,
         tenant: &TenantId,
         user: &UserId,
         d: &DailyRecord,
         synced_at: &str,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let mut sets = vec!["#day = :day", "#source = :source", "synced_at = :synced_at"];
         let mut req = self
             .client
@@ -200,9 +237,21 @@ impl DataStore {
         for (m, v) in &d.metrics {
             req = req.expression_attribute_values(format!(":{}", m.as_str()), n(v));
         }
+        // Only a change is written (and moves synced_at): the same data again leaves the item as it was.
+        let mut changed = vec!["attribute_not_exists(sk)".to_owned()];
+        let names = d.metrics.keys().map(|m| m.as_str()).chain(d.utc_offset.map(|_| "utc_offset"));
+        changed.extend(
+            names
+                .chain(d.source.device.as_ref().map(|_| "device"))
+                .map(|a| format!("(attribute_not_exists({a}) OR {a} <> :{a})")),
+        );
         let expr = sets.into_iter().map(str::to_owned).chain(metric_sets).collect::<Vec<_>>().join(", ");
-        req.update_expression(format!("SET {expr}")).send().await.map_err(unavailable("writing a daily summary"))?;
-        Ok(())
+        let out = req.update_expression(format!("SET {expr}")).condition_expression(changed.join(" OR ")).send().await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if crate::dynamo::conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("writing a daily summary")(e)),
+        }
     }
 
     /// Every item of `prefix` between `from` and `to` (sort-key strings), in order.

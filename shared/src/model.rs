@@ -113,6 +113,11 @@ impl SourceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Apple Health, through an export or a JSON push.
+    pub fn apple_health() -> Self {
+        Self("apple_health".to_owned())
+    }
 }
 
 impl From<crate::providers::ProviderId> for SourceName {

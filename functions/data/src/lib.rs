@@ -1,6 +1,7 @@
 //! End users of a tenant (`/v1/users`) and the signed-in end user's own view (`/v1/me`), and the normalized
-//! data read API (`reads`). JSON push ingest joins this function with the Apple Health issue.
+//! data read API (`reads`), and JSON push ingest (`ingest`).
 
+mod ingest;
 mod reads;
 
 use axum::extract::{Path, State};
@@ -34,6 +35,8 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/me/workouts", reads::workouts)
         .get("/v1/users/{user_id}/samples", reads::samples)
         .get("/v1/me/samples", reads::samples)
+        .post("/v1/users/{user_id}/ingest/apple-health", reads::ingest_apple_health)
+        .post("/v1/me/ingest/apple-health", reads::ingest_apple_health)
 }
 
 pub fn router(state: AppState) -> axum::Router {

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::ApiError;
 use shared::datastore::{DataStore, DayRecord, parse_sample_position};
-use shared::http::{EndUserScope, PageParams, Query, TenantScope, list_body};
+use shared::http::{EndUserScope, Json, PageParams, Query, TenantScope, list_body};
 use shared::ids::{TenantId, UserId};
 use shared::model::{Metric, SampleKind, SleepSession, Workout};
 use shared::time::{format_day, format_offset, parse, parse_day};
@@ -261,4 +261,20 @@ pub async fn samples(
         })
         .collect();
     Ok(axum::Json(list_body(rows, listed.next)).into_response())
+}
+
+/// A Health Auto Export style JSON push (`crate::ingest`): 200 with the days it wrote. The same payload
+/// twice changes nothing.
+pub async fn ingest_apple_health(
+    subject: Subject,
+    State(app): State<AppState>,
+    Json(body): Json<Value>,
+) -> Result<Response, ApiError> {
+    let (batch, mut summary) = crate::ingest::parse(&body).map_err(|e| ApiError::bad_request("invalid_body", e.0))?;
+    let (_, data) = subject.store(&app).await?;
+    let stored = data.put_batch(&subject.tenant, &subject.user, &batch).await.map_err(|e| e.into_api("health data"))?;
+    let (_, changed_days) = stored.changed.touched();
+    summary.changed_days = changed_days.into_iter().map(shared::time::format_day).collect();
+    tracing::info!(tenant_id = %subject.tenant, user_id = %subject.user, records = summary.records, "apple health push stored");
+    Ok(axum::Json(summary).into_response())
 }

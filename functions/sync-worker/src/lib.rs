@@ -176,9 +176,11 @@ impl Worker {
             FetchError::Unauthorized(why) => Failure::Reauthorize(why),
             FetchError::Unavailable(why) => Failure::Retry { after: 60, why },
         })?;
-        let written = data.put_batch(&job.tenant_id, &job.user_id, &batch).await.map_err(|e| retry(&e))?;
-        if !batch.is_empty() {
-            let (metrics, dates) = batch.touched();
+        let stored = data.put_batch(&job.tenant_id, &job.user_id, &batch).await.map_err(|e| retry(&e))?;
+        let written = stored.items;
+        // Only what changed is news: an hourly sync that finds the same data tells the tenant nothing.
+        if !stored.changed.is_empty() {
+            let (metrics, dates) = stored.changed.touched();
             let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
             let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
             self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
