@@ -53,7 +53,7 @@ async fn main() {
     }
     let (t, oura_user) = sync::requests_per_sync(&s, &counter).await;
     sync::worker_throughput(&s, &t, &oura_user, arg("jobs", 200)).await;
-    sync::scheduler_planning(&s, &counter, arg("connections", 20_000)).await;
+    sync::scheduler_planning(&s, &counter, arg("connections", 5_000)).await;
 }
 
 async fn auth(s: &integration_tests::TestStack) {
