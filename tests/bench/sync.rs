@@ -160,7 +160,7 @@ async fn one_sync(
 ) -> PerSync {
     let (before, _) = stored(s, plain, t, user, p).await;
     let (tenant, user_id) = ids(t, user);
-    // Not a timestamp race: last_synced_at has second precision, so wait for the next second.
+    // last_synced_at has second precision: a sync within the same second would look like no sync.
     tokio::time::sleep(Duration::from_millis(1_100)).await;
     counter.take();
     let t0 = Instant::now();
