@@ -173,12 +173,36 @@ async fn a_person_connects_sandbox_oura_in_a_real_browser_at_phone_width() {
     let shot = b.screenshot("connect-page-connected.png").await;
     assert!(std::fs::metadata(&shot).is_ok_and(|m| m.len() > 1000), "a screenshot at {}", shot.display());
 
+    // The first connect imports a year of history; the card shows how far it is while it runs.
+    let landed = b.call("GET", &format!("/session/{}/url", b.session), Value::Null).await;
+    let history = "const p = document.querySelector('li[data-provider=oura] .history progress'); \
+                   return p ? {value: p.value, label: document.querySelector('li[data-provider=oura] .history label').textContent} : null";
+    let mut seen = Vec::new();
+    for _ in 0..300 {
+        let h = b.script(history).await;
+        if h.is_null() {
+            break;
+        }
+        if seen.is_empty() {
+            b.screenshot("connect-page-importing.png").await;
+        }
+        seen.push(h);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b.go(landed.as_str().unwrap_or_default()).await;
+    }
+    assert!(b.script(history).await.is_null(), "the import finished: {seen:?}");
+    for h in &seen {
+        let label = h["label"].as_str().unwrap_or_default();
+        assert!(label.starts_with("Importing your history") && label.ends_with("of 365 days"), "{h}");
+        assert!(h["value"].as_f64().is_some_and(|v| (0.0..=100.0).contains(&v)), "{h}");
+    }
+
     // Sync now: the card says Syncing, then Connected again once the worker is done.
     b.click("li[data-provider=oura] button[aria-label='Sync Oura now']").await;
     b.wait_for_url_containing("result=sync_started").await;
     let here = b.call("GET", &format!("/session/{}/url", b.session), Value::Null).await;
     let mut state = String::new();
-    for _ in 0..100 {
+    for _ in 0..300 {
         b.go(here.as_str().unwrap_or_default()).await;
         state = b.text("li[data-provider=oura] .state").await;
         if state == "Connected" {

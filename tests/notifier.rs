@@ -394,3 +394,65 @@ async fn bad_webhook_settings_are_refused_with_400_and_store_nothing() {
     assert_eq!(r.status, 204, "{}", r.body);
     assert_eq!(s.table_snapshot().await, before, "nothing left behind");
 }
+
+#[tokio::test]
+async fn a_backfill_and_a_sync_tell_the_tenant_what_changed_and_a_lost_grant_is_an_error_event() {
+    let s = stack().await;
+    let t = s.tenant("Told").await;
+    let receiver = Receiver::start(&[], 200).await;
+    let secret = subscribe(&s, &t, &receiver.url, &["data.updated", "backfill.completed", "connection.error"]).await;
+
+    // GIVEN a user who connects sandbox Oura: the first-connect backfill runs in chunks
+    configure(&s, &t, "oura").await;
+    let user_id = s.user(&t, "ulf").await["id"].as_str().unwrap_or_default().to_owned();
+    let callback = consent(&session(&s, &t, &user_id).await, "oura", "approve").await;
+    no_redirects().get(&callback).send().await.unwrap_or_else(|e| panic!("{e}"));
+
+    // THEN one data.updated per chunk, and one backfill.completed at the end
+    let mut completed = None;
+    for _ in 0..600 {
+        completed = receiver.got().into_iter().find(|r| json_of(&r.body)["type"] == "backfill.completed");
+        if completed.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let completed = completed.unwrap_or_else(|| panic!("no backfill.completed: {:?}", receiver.got()));
+    assert!(verify(&completed.signature, &secret, &completed.body));
+    let done = json_of(&completed.body);
+    assert_eq!((&done["data"]["user_id"], &done["data"]["days"]), (&json!(user_id), &json!(365)), "{done}");
+    assert!(done["data"]["records"].as_u64().is_some_and(|n| n > 365), "{done}");
+    // Deliveries are not ordered: the last chunk's data.updated may arrive after backfill.completed.
+    let mut updates: Vec<Value> = Vec::new();
+    for _ in 0..100 {
+        updates = receiver.got().iter().map(|r| json_of(&r.body)).filter(|b| b["type"] == "data.updated").collect();
+        if updates.len() >= 13 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(updates.len(), 13, "one per chunk");
+    let dates: std::collections::BTreeSet<String> = updates
+        .iter()
+        .flat_map(|u| u["data"]["dates"].as_array().cloned().unwrap_or_default())
+        .filter_map(|d| d.as_str().map(str::to_owned))
+        .collect();
+    assert!(dates.len() >= 364, "the year's dates are announced: {}", dates.len());
+    assert!(updates.iter().all(|u| u["data"]["metrics"].as_array().is_some_and(|m| m.contains(&json!("steps")))));
+
+    // WHEN the person revokes the app at Oura and a sync runs THEN connection.error says reconnect
+    let tokens = integration_tests::connect::stored_tokens(&s, &t, &user_id).await;
+    let access = tokens["access_token"].as_str().unwrap_or_default();
+    let revoked =
+        s.http.post(format!("{}/oauth/revoke", s.sandboxes["oura"])).query(&[("access_token", access)]).send().await;
+    assert!(revoked.is_ok_and(|r| r.status().is_success()));
+    let before = receiver.got().len();
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let got = receiver.wait_for(before + 1).await;
+    let error = json_of(&got[before].body);
+    assert_eq!(
+        (&error["type"], &error["data"]["status"]),
+        (&json!("connection.error"), &json!("needs_reauthorization")),
+        "{error}"
+    );
+}

@@ -330,3 +330,25 @@ async fn a_worker_killed_mid_job_holds_the_connection_only_until_its_lease_expir
     assert_ne!(c["last_synced_at"], synced, "the job ran once the dead worker's lease expired: {c}");
     assert!(c["last_error"].is_null(), "{c}");
 }
+
+#[tokio::test]
+async fn a_malformed_page_loses_nothing_stored_and_the_connection_recovers_with_the_provider() {
+    let s = start().await;
+    let t = s.tenant("Garbled").await;
+    let user_id = connected_user(&s, &t, "oda").await;
+    let before = daily(&s, &t, &user_id).await;
+    fault(&s, json!({"data": "malformed_json"})).await;
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let c = wait_for(&s, &t, &user_id, "the bad page is recorded", |c| {
+        c["last_error"].as_str().is_some_and(|e| e.contains("unreadable"))
+    })
+    .await;
+    assert_eq!(c["status"], "syncing", "the job waits for a retry: {c}");
+    assert_eq!(daily(&s, &t, &user_id).await, before, "nothing stored was touched");
+    // The queued job retries after its backoff (a minute); a Sync now after the provider recovers runs at once.
+    fault(&s, json!({"data": "none"})).await;
+    s.call("POST", &format!("/v1/users/{user_id}/connections/oura/sync"), Auth::Bearer(&t.api_key), None).await;
+    let c = wait_for(&s, &t, &user_id, "synced again", |c| c["status"] == "connected").await;
+    assert!(c["last_error"].is_null(), "{c}");
+    assert_eq!(daily(&s, &t, &user_id).await.len(), before.len());
+}

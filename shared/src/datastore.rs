@@ -21,6 +21,26 @@ pub struct DataStore {
     table: String,
 }
 
+/// A record kept per local day under its provider's id: `<PREFIX>#<day>#<source>#<id>`.
+pub trait DayRecord: Serialize + serde::de::DeserializeOwned {
+    const PREFIX: &'static str;
+    fn key(&self) -> (Date, &SourceName, &str);
+}
+
+impl DayRecord for SleepSession {
+    const PREFIX: &'static str = "sleep";
+    fn key(&self) -> (Date, &SourceName, &str) {
+        (self.day, &self.source.name, &self.id)
+    }
+}
+
+impl DayRecord for Workout {
+    const PREFIX: &'static str = "workout";
+    fn key(&self) -> (Date, &SourceName, &str) {
+        (self.day, &self.source.name, &self.id)
+    }
+}
+
 /// A daily record as stored, with when it was last written.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StoredDaily {
@@ -81,20 +101,10 @@ impl DataStore {
         }
         let mut puts = Vec::new();
         for sl in &batch.sleep {
-            puts.push(self.keyed(
-                tenant,
-                user,
-                format!("sleep#{}#{}#{}", format_day(sl.day), sl.source.name, sl.id),
-                sl,
-            )?);
+            puts.push(self.keyed(tenant, user, sl)?);
         }
         for w in &batch.workouts {
-            puts.push(self.keyed(
-                tenant,
-                user,
-                format!("workout#{}#{}#{}", format_day(w.day), w.source.name, w.id),
-                w,
-            )?);
+            puts.push(self.keyed(tenant, user, w)?);
         }
         let mut hours: BTreeMap<(SampleKind, String, SourceName), Vec<&Sample>> = BTreeMap::new();
         for x in &batch.samples {
@@ -125,7 +135,9 @@ impl DataStore {
         Ok(written)
     }
 
-    fn keyed<T: Serialize>(&self, tenant: &TenantId, user: &UserId, sk: String, v: &T) -> Result<Item, StoreError> {
+    fn keyed<T: DayRecord>(&self, tenant: &TenantId, user: &UserId, v: &T) -> Result<Item, StoreError> {
+        let (day, source, id) = v.key();
+        let sk = format!("{}#{}#{source}#{id}", T::PREFIX, format_day(day));
         Ok(Item::from([("pk".to_owned(), s(pk(tenant, user))), ("sk".to_owned(), s(sk)), ("doc".to_owned(), doc(v)?)]))
     }
 
@@ -267,32 +279,17 @@ impl DataStore {
         Ok(items.iter().filter_map(daily_of).collect())
     }
 
-    /// Sleep sessions of local dates `from..=to`, a page at a time.
-    pub async fn sleep(
+    /// Records kept per local day (sleep sessions, workouts) of dates `from..=to`, oldest first, a page at
+    /// a time.
+    pub async fn day_records<T: DayRecord>(
         &self,
         tenant: &TenantId,
         user: &UserId,
-        from: Date,
-        to: Date,
+        (from, to): (Date, Date),
         after: Option<String>,
         limit: i32,
-    ) -> Result<Listed<SleepSession>, StoreError> {
-        let range = (format!("sleep#{}", format_day(from)), format!("sleep#{}#~", format_day(to)));
-        let (items, next) = self.query_page(tenant, user, range, after, limit).await?;
-        Ok(Listed { items: items.iter().filter_map(from_doc).collect(), next })
-    }
-
-    /// Workouts of local dates `from..=to`, a page at a time.
-    pub async fn workouts(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        from: Date,
-        to: Date,
-        after: Option<String>,
-        limit: i32,
-    ) -> Result<Listed<Workout>, StoreError> {
-        let range = (format!("workout#{}", format_day(from)), format!("workout#{}#~", format_day(to)));
+    ) -> Result<Listed<T>, StoreError> {
+        let range = (format!("{}#{}", T::PREFIX, format_day(from)), format!("{}#{}#~", T::PREFIX, format_day(to)));
         let (items, next) = self.query_page(tenant, user, range, after, limit).await?;
         Ok(Listed { items: items.iter().filter_map(from_doc).collect(), next })
     }

@@ -4,6 +4,7 @@
 pub mod apikey;
 pub mod auth;
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod connect;
 pub mod datastore;

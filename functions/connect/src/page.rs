@@ -12,7 +12,7 @@ header img{width:48px;height:48px;border-radius:8px;object-fit:contain;backgroun
 .lead{margin:.25rem 0 1rem;color:#3d3d3d}.banner{padding:.75rem 1rem;border-radius:8px;margin-bottom:1rem;background:#e7f5ec;color:#0d4a24;border:1px solid #9fd4b2}
 .banner.error{background:#fdecea;color:#7a1c12;border-color:#f3b0a8}ul{list-style:none;margin:0;padding:0;display:grid;gap:.75rem}
 .card{background:#fff;border:1px solid #d5d8de;border-radius:12px;padding:1rem;display:flex;flex-wrap:wrap;align-items:center;gap:.5rem 1rem}
-.card h2{font-size:1.125rem;margin:0;flex:1 1 8rem}.state{margin:0;flex:1 1 10rem;color:#333}.actions{display:flex;gap:.5rem}
+.card h2{font-size:1.125rem;margin:0;flex:1 1 8rem}.state{margin:0;flex:1 1 10rem;color:#333}.history{margin:0;flex:1 1 100%;font-size:.875rem;color:#333}.history progress{display:block;width:100%}.actions{display:flex;gap:.5rem}
 button{font:inherit;padding:.5rem 1rem;border-radius:8px;border:1px solid #1f4fd1;background:#1f4fd1;color:#fff;cursor:pointer;min-height:44px}
 button.secondary{background:#fff;color:#1f4fd1}button:focus-visible,a:focus-visible{outline:3px solid #f5a623;outline-offset:2px}
 .back{display:inline-block;margin-top:1.25rem;color:#1f4fd1}
@@ -40,6 +40,11 @@ fn state_text(c: &Option<Connection>) -> (&'static str, String) {
             }
         },
     }
+}
+
+/// The backfill of a connection while it runs.
+fn importing(c: &Option<Connection>) -> Option<&shared::connect::BackfillProgress> {
+    c.as_ref()?.backfill.as_ref().filter(|b| b.status == shared::connect::BackfillStatus::Running)
 }
 
 fn shell(title: &str, body: Markup) -> Markup {
@@ -93,6 +98,14 @@ pub fn connect_page(
                     p.state data-state=(card.connection.as_ref().map_or("not_connected", |c| c.status.as_str())) {
                         span.dot.(icon) aria-hidden="true" {} (text)
                     }
+                    @if let Some(b) = importing(&card.connection) {
+                        p.history {
+                            label for={ "history-" (card.provider) } {
+                                "Importing your history: " (b.days_done) " of " (b.days_total) " days"
+                            }
+                            progress id={ "history-" (card.provider) } value=(b.percent) max="100" { (b.percent) "%" }
+                        }
+                    }
                     div.actions {
                         @match &card.connection {
                             None => {
@@ -122,7 +135,11 @@ pub fn connect_page(
         }
         a.back href=(return_url) { "Back to " (tenant_name) }
     };
-    let syncing = cards.iter().any(|c| c.connection.as_ref().is_some_and(|c| c.status == ConnectionStatus::Syncing));
+    // Refreshes itself while anything moves: a sync, or a backfill between its chunks.
+    let syncing = cards.iter().any(|c| {
+        c.connection.as_ref().is_some_and(|c| c.status == ConnectionStatus::Syncing)
+            || importing(&c.connection).is_some()
+    });
     shell_with(&format!("Connect your devices · {tenant_name}"), body, syncing)
 }
 

@@ -10,10 +10,10 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::ApiError;
-use shared::datastore::{DataStore, parse_sample_position};
+use shared::datastore::{DataStore, DayRecord, parse_sample_position};
 use shared::http::{EndUserScope, PageParams, Query, TenantScope, list_body};
 use shared::ids::{TenantId, UserId};
-use shared::model::{Metric, SampleKind};
+use shared::model::{Metric, SampleKind, SleepSession, Workout};
 use shared::time::{format_day, format_offset, parse, parse_day};
 use time::Date;
 
@@ -172,14 +172,7 @@ pub async fn sleep(
     State(app): State<AppState>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
-    let (start, end) = date_range(&q.start, &q.end)?;
-    let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
-    let (_, data) = subject.store(&app).await?;
-    let listed = data
-        .sleep(&subject.tenant, &subject.user, start, end, page.after, page.limit)
-        .await
-        .map_err(|e| e.into_api("sleep session"))?;
-    Ok(axum::Json(list_body(listed.items, listed.next)).into_response())
+    day_records::<SleepSession>(subject, app, q, "sleep session").await
 }
 
 /// Workouts whose local day is in `start..=end`, oldest first, cursor-paged.
@@ -188,13 +181,22 @@ pub async fn workouts(
     State(app): State<AppState>,
     Query(q): Query<RangeQuery>,
 ) -> Result<Response, ApiError> {
-    let (start, end) = date_range(&q.start, &q.end)?;
+    day_records::<Workout>(subject, app, q, "workout").await
+}
+
+async fn day_records<T: DayRecord>(
+    subject: Subject,
+    app: AppState,
+    q: RangeQuery,
+    what: &str,
+) -> Result<Response, ApiError> {
+    let range = date_range(&q.start, &q.end)?;
     let page = PageParams { limit: q.limit, cursor: q.cursor }.page()?;
     let (_, data) = subject.store(&app).await?;
     let listed = data
-        .workouts(&subject.tenant, &subject.user, start, end, page.after, page.limit)
+        .day_records::<T>(&subject.tenant, &subject.user, range, page.after, page.limit)
         .await
-        .map_err(|e| e.into_api("workout"))?;
+        .map_err(|e| e.into_api(what))?;
     Ok(axum::Json(list_body(listed.items, listed.next)).into_response())
 }
 

@@ -90,14 +90,7 @@ fn seconds_until(t: OffsetDateTime, now: OffsetDateTime) -> i64 {
 impl Notifier {
     /// The Lambda entry: each message is an event (or a retry of one); failed ones are reported for retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        let results = futures::future::join_all(event.records.iter().map(|m| self.one(m))).await;
-        for (message, retry) in event.records.iter().zip(results) {
-            if retry && let Some(id) = &message.message_id {
-                response.add_failure(id.clone());
-            }
-        }
-        response
+        shared::batch::partial(&event, |m| self.one(m)).await
     }
 
     /// Works one message; true when it must come back.

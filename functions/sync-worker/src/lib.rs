@@ -37,8 +37,10 @@ pub struct Worker {
 /// How a job ended, when it did not succeed.
 #[derive(Debug)]
 enum Failure {
-    /// Try again after this many seconds (rate limit, busy lease, provider 5xx, timeout).
+    /// Try again after this many seconds, backing off with each delivery (provider 5xx, timeout, AWS).
     Retry { after: i32, why: String },
+    /// Try again after exactly this many seconds (a rate limit's reset, a busy lease).
+    Wait { after: i32, why: String },
     /// The user must reconnect; the job is done.
     Reauthorize(String),
     /// Nothing to retry (no such connection, a malformed message).
@@ -47,17 +49,24 @@ enum Failure {
 
 const LEASE_SECONDS: i64 = 120;
 
+/// How many times SQS has handed this message out (1 on the first delivery).
+fn receive_count(message: &SqsMessage) -> u32 {
+    message.attributes.get("ApproximateReceiveCount").and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// The wait before the next attempt: what the failure asked for, doubled with each earlier delivery (a
+/// provider that keeps failing is asked less and less often), at most 15 minutes; after the queue's
+/// `maxReceiveCount` deliveries the message goes to the dead-letter queue. A rate limit's reset is already
+/// exact, so it is the floor, never shortened.
+fn backoff(after: i32, receives: u32) -> i32 {
+    let doubled = i64::from(after.max(1)) << receives.saturating_sub(1).min(10);
+    i32::try_from(doubled.min(900)).unwrap_or(900).max(after)
+}
+
 impl Worker {
     /// The Lambda entry: each message is a job; failed ones are reported for retry (partial batch).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
-        let mut response = SqsBatchResponse::default();
-        let results = futures::future::join_all(event.records.iter().map(|m| self.one(m))).await;
-        for (message, retry) in event.records.iter().zip(results) {
-            if retry && let Some(id) = &message.message_id {
-                response.add_failure(id.clone());
-            }
-        }
-        response
+        shared::batch::partial(&event, |m| self.one(m)).await
     }
 
     /// Runs one message; true when it must come back.
@@ -80,15 +89,22 @@ impl Worker {
                 false
             }
             Err(Failure::Retry { after, why }) => {
-                tracing::info!(job_id = %job.job_id, after, why = %why, "sync job will be retried");
-                if let Some(handle) = &message.receipt_handle
-                    && let Err(e) = self.queue.retry_after(handle, after).await
-                {
-                    tracing::warn!(error = ?e, "could not delay the retry; the queue's visibility timeout applies");
-                }
-                true
+                self.come_back(message, job, backoff(after, receive_count(message)), &why).await
             }
+            Err(Failure::Wait { after, why }) => self.come_back(message, job, after, &why).await,
         }
+    }
+
+    /// Sends the message back to the queue for `after` seconds (ChangeMessageVisibility, never a sleep);
+    /// true, so the batch reports it failed and SQS keeps it.
+    async fn come_back(&self, message: &SqsMessage, job: SyncJob, after: i32, why: &str) -> bool {
+        tracing::info!(job_id = %job.job_id, after, why = %why, "sync job will be retried");
+        if let Some(handle) = &message.receipt_handle
+            && let Err(e) = self.queue.retry_after(handle, after).await
+        {
+            tracing::warn!(error = ?e, "could not delay the retry; the queue's visibility timeout applies");
+        }
+        true
     }
 
     #[instrument(skip_all, fields(job_id = %job.job_id, tenant_id = %job.tenant_id, user_id = %job.user_id, provider = %job.provider))]
@@ -107,7 +123,7 @@ impl Worker {
                 return Err(Failure::Drop("coalesced into the sync already running".into()));
             }
             Ok(Lease::Held { .. }) => {
-                return Err(Failure::Retry { after: 10, why: "another sync of this connection is running".into() });
+                return Err(Failure::Wait { after: 10, why: "another sync of this connection is running".into() });
             }
             Err(e) => return Err(unavailable(&e)),
         }
@@ -116,7 +132,9 @@ impl Worker {
             Ok(()) => Ok(()),
             Err(Failure::Reauthorize(why)) => Err((ConnectionStatus::NeedsReauthorization, why.clone())),
             // Still on its way: the job comes back, so the connection stays "syncing", with the reason.
-            Err(Failure::Retry { why, .. }) => Err((ConnectionStatus::Syncing, why.clone())),
+            Err(Failure::Retry { why, .. } | Failure::Wait { why, .. }) => {
+                Err((ConnectionStatus::Syncing, why.clone()))
+            }
             Err(Failure::Drop(why)) => Err((ConnectionStatus::Error, why.clone())),
         };
         if let Err((ConnectionStatus::NeedsReauthorization | ConnectionStatus::Error, why)) = &status {
@@ -154,11 +172,17 @@ impl Worker {
         };
         let window = job.window(time::OffsetDateTime::now_utc().date());
         let batch = readers::fetch(job.provider, &ctx, window).await.map_err(|e| match e {
-            FetchError::RateLimited { retry_after, .. } => Failure::Retry { after: retry_after, why: e.to_string() },
+            FetchError::RateLimited { retry_after, .. } => Failure::Wait { after: retry_after, why: e.to_string() },
             FetchError::Unauthorized(why) => Failure::Reauthorize(why),
             FetchError::Unavailable(why) => Failure::Retry { after: 60, why },
         })?;
         let written = data.put_batch(&job.tenant_id, &job.user_id, &batch).await.map_err(|e| retry(&e))?;
+        if !batch.is_empty() {
+            let (metrics, dates) = batch.touched();
+            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
+            let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
+            self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
+        }
         if let (Some(chunk), Some(progress)) = (&job.backfill, &conn.backfill) {
             // Next chunk first, checkpoint second: a crash in between repeats a chunk, never skips one.
             if let Some(next) = job.continuation() {
@@ -172,12 +196,6 @@ impl Worker {
                 let event = Event::backfill_completed(&job.tenant_id, &job.user_id, job.provider, days, items);
                 self.emit(event).await;
             }
-        }
-        if !batch.is_empty() {
-            let (metrics, dates) = batch.touched();
-            let metrics: Vec<&str> = metrics.iter().map(String::as_str).collect();
-            let dates: Vec<String> = dates.into_iter().map(shared::time::format_day).collect();
-            self.emit(Event::data_updated(&job.tenant_id, &job.user_id, job.provider, &metrics, &dates)).await;
         }
         tracing::info!(start = %window.start, end = %window.end, items = written, "sync done");
         Ok(())
@@ -243,7 +261,7 @@ impl Worker {
                 Ok(refreshed.tokens)
             }
             Ok(false) => {
-                Err(Failure::Retry { after: 5, why: "tokens changed under this job; it will re-read them".into() })
+                Err(Failure::Wait { after: 5, why: "tokens changed under this job; it will re-read them".into() })
             }
             Err(e) => Err(Failure::Retry { after: 30, why: e.to_string() }),
         }
@@ -254,6 +272,24 @@ impl Worker {
 mod tests {
     use super::*;
     use shared::providers::ProviderId;
+
+    #[test]
+    fn the_sample_backfill_event_carries_a_chunk_and_its_redelivery_count() {
+        let event: Result<SqsEvent, _> =
+            serde_json::from_str(include_str!("../../../events/sync-worker/backfill-chunk.json"));
+        let message = event.ok().and_then(|e| e.records.into_iter().next());
+        assert_eq!(message.as_ref().map(receive_count), Some(2));
+        let job = message.and_then(|m| m.body).and_then(|b| serde_json::from_str::<SyncJob>(&b).ok());
+        let chunk = job.and_then(|j| j.backfill);
+        assert_eq!(chunk.map(|c| (c.end - c.start).whole_days()), Some(29), "{chunk:?}");
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_fifteen_minutes() {
+        assert_eq!([1, 2, 3, 4].map(|n| backoff(60, n)), [60, 120, 240, 480]);
+        assert_eq!(backoff(60, 9), 900);
+        assert_eq!(backoff(3_600, 1), 3_600, "a provider's reset is never shortened");
+    }
 
     #[test]
     fn the_sample_event_carries_a_sync_job() {

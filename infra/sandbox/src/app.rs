@@ -143,6 +143,9 @@ pub(crate) async fn data_fault(app: &App) -> Option<Response> {
             )
                 .into_response(),
         ),
+        DataFault::MalformedJson => {
+            Some(([(header::CONTENT_TYPE, "application/json")], "{\"data\": [{\"day\": \"2026-").into_response())
+        }
         DataFault::TooManyRequests => {
             let (limit, window) = app.with(|s| (s.faults.rate_limit, s.faults.rate_limit_window_seconds));
             let decision = RateDecision { allowed: false, limit, remaining: 0, reset_seconds: window };

@@ -127,6 +127,9 @@ pub enum DataFault {
     TooManyRequests,
     #[serde(rename = "slow")]
     Slow,
+    /// A page cut off mid-JSON, with a 200.
+    #[serde(rename = "malformed_json")]
+    MalformedJson,
 }
 
 /// The runtime switches, as `GET /sandbox/faults` shows them.
