@@ -329,15 +329,15 @@ fn due_pk(tenant: &TenantId, user: &UserId) -> String {
 
 /// `n` due connections (one per user, over four tenants and every provider that syncs), straight into the
 /// table with the attributes `put_connection` writes, 25 to a BatchWriteItem, four requests at a time.
-async fn seed(plain: &Plain, table: &str, n: usize) -> HashMap<ProviderId, usize> {
+async fn seed(plain: &Plain, table: &str, n: usize) -> HashMap<(TenantId, ProviderId), usize> {
     let tenants: Vec<TenantId> = (0..4).map(|_| TenantId::generate()).collect();
     let providers: Vec<ProviderId> = ProviderId::ALL.into_iter().filter(|p| can_sync(*p)).collect();
     let due_at = shared::time::format(shared::time::now() - time::Duration::minutes(5));
-    let mut per_provider: HashMap<ProviderId, usize> = HashMap::new();
+    let mut per_app: HashMap<(TenantId, ProviderId), usize> = HashMap::new();
     let mut batches: Vec<Vec<WriteRequest>> = Vec::new();
     for i in 0..n {
         let (tenant, user, p) = (&tenants[i % tenants.len()], UserId::generate(), providers[i % providers.len()]);
-        *per_provider.entry(p).or_default() += 1;
+        *per_app.entry((tenant.clone(), p)).or_default() += 1;
         let s = |v: String| AttributeValue::S(v);
         let item = HashMap::from([
             ("pk".to_owned(), s(tenant.to_string())),
@@ -380,13 +380,13 @@ async fn seed(plain: &Plain, table: &str, n: usize) -> HashMap<ProviderId, usize
         }
         futures::future::join_all(group.into_iter().map(write)).await;
     }
-    per_provider
+    per_app
 }
 
 pub async fn scheduler_planning(s: &TestStack, counter: &Counter, n: usize) {
     let plain = plain().await;
     let t0 = Instant::now();
-    let per_provider = seed(&plain, &s.table, n).await;
+    let per_app = seed(&plain, &s.table, n).await;
     figure(
         &format!("scheduler: seeding {n} due connections into moto"),
         format!("{:.1?} (BatchWriteItem)", t0.elapsed()),
@@ -441,7 +441,8 @@ pub async fn scheduler_planning(s: &TestStack, counter: &Counter, n: usize) {
             tally.op("dynamodb", "UpdateItem")
         ),
     );
-    let real_ticks = per_provider.iter().map(|(p, c)| c.div_ceil(sync_scheduler::budget(*p))).max().unwrap_or(0);
+    // Budgets are per tenant app (tenant and provider) and tick.
+    let real_ticks = per_app.iter().map(|((_, p), c)| c.div_ceil(sync_scheduler::budget(*p))).max().unwrap_or(0);
     figure(
         &format!("scheduler: ticks for {n} under the real budgets"),
         format!(
