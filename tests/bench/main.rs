@@ -5,10 +5,16 @@
 //!   behind an API key, and one behind an end user's JWT. Moto dominates those; compare them to each other.
 //!
 //! Medians of many runs, with the 10th and 90th percentiles.
+//!
+//! Then the sync engine's figures (`sync.rs`, docs/benchmarks.md). `./dev bench sync` runs only those;
+//! `connections=N` and `jobs=N` size the scheduler and worker runs.
+
+mod counting;
+mod sync;
 
 use std::time::{Duration, Instant};
 
-use integration_tests::{Auth, start, user_token};
+use integration_tests::{Auth, start_on, user_token};
 
 fn percentiles(mut samples: Vec<Duration>) -> (Duration, Duration, Duration) {
     samples.sort();
@@ -34,9 +40,25 @@ fn time_each<F: FnMut()>(n: usize, mut f: F) -> Vec<Duration> {
 
 #[tokio::main]
 async fn main() {
-    let s = start().await;
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |name: &str, default: usize| {
+        args.iter().find_map(|a| a.strip_prefix(&format!("{name}=")).and_then(|v| v.parse().ok())).unwrap_or(default)
+    };
+    // Every SDK client of the stack counts its requests; the schedules are not ticked, so only what the bench
+    // queues runs.
+    let counter = counting::Counter::default();
+    let s = start_on(counter.wrap(&shared::aws::sdk_config().await), false).await;
+    if !args.iter().any(|a| a == "sync") {
+        auth(&s).await;
+    }
+    let (t, oura_user) = sync::requests_per_sync(&s, &counter).await;
+    sync::worker_throughput(&s, &t, &oura_user, arg("jobs", 200)).await;
+    sync::scheduler_planning(&s, &counter, arg("connections", 5_000)).await;
+}
+
+async fn auth(s: &integration_tests::TestStack) {
     let t = s.tenant("Bench").await;
-    let jwt = user_token(&s, &t, "bench-user");
+    let jwt = user_token(s, &t, "bench-user");
     let presented = t.api_key.clone();
 
     println!("| {:<44} | {:>6} | {:>10} | {:>10} | {:>10} |", "what", "runs", "p10", "median", "p90");

@@ -50,18 +50,34 @@ pub async fn start() -> TestStack {
 
 /// [`start`], with extra environment for every function (e.g. shorter retry windows).
 pub async fn start_with_env(env: std::collections::HashMap<String, String>) -> TestStack {
-    match try_start(env).await {
+    match try_start(env, None, true).await {
         Ok(s) => s,
         Err(e) => panic!("could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"),
     }
 }
 
-async fn try_start(mut extra_env: std::collections::HashMap<String, String>) -> anyhow::Result<TestStack> {
+/// [`start`] on a given SDK configuration (the bench counts its requests); `ticks: false` leaves the
+/// schedules (the sync scheduler) unticked, so only what the caller queues runs.
+pub async fn start_on(sdk: aws_config::SdkConfig, ticks: bool) -> TestStack {
+    match try_start(std::collections::HashMap::new(), Some(sdk), ticks).await {
+        Ok(s) => s,
+        Err(e) => panic!("could not start the local stack: {e:?}\n(run the tests with ./dev test, which starts moto)"),
+    }
+}
+
+async fn try_start(
+    mut extra_env: std::collections::HashMap<String, String>,
+    sdk: Option<aws_config::SdkConfig>,
+    ticks: bool,
+) -> anyhow::Result<TestStack> {
     shared::telemetry::init();
     std::env::var("AWS_ENDPOINT_URL").context("AWS_ENDPOINT_URL is not set")?;
     let prefix = format!("t{}", &ulid::Ulid::new().to_string().to_lowercase()[16..]);
     let operator_key = format!("op_test_{}", ulid::Ulid::new());
-    let sdk = shared::aws::sdk_config().await;
+    let sdk = match sdk {
+        Some(sdk) => sdk,
+        None => shared::aws::sdk_config().await,
+    };
     let jwt = JwtVerifier::with_settings(shared::jwt::http_client(), Duration::from_secs(600), Duration::ZERO, 5);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
@@ -78,7 +94,10 @@ async fn try_start(mut extra_env: std::collections::HashMap<String, String>) -> 
         public_url: base.clone(),
         extra_env,
     };
-    let stack = Stack::start(sdk.clone(), options).await?;
+    let mut stack = Stack::start(sdk.clone(), options).await?;
+    if !ticks {
+        stack.workers.ticks.clear();
+    }
     let table = stack.provisioned.refs.get("TenancyTable").cloned().context("no TenancyTable")?;
     let token_key_id = stack.provisioned.refs.get("TokenKey").cloned().context("no TokenKey")?;
     let refs = stack.provisioned.refs.clone();
