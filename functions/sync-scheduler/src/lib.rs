@@ -206,6 +206,7 @@ impl Scheduler {
         let chosen = choose(candidates, &self.budgets, self.per_user_per_tick, &mut plan);
         let next = shared::time::format(now + SYNC_INTERVAL);
         let count = chosen.len().max(1) as i64;
+        let mut jobs = Vec::with_capacity(chosen.len());
         for (i, d) in chosen.iter().enumerate() {
             if !self.store.plan(d, &next).await? {
                 plan.lost_race += 1;
@@ -213,11 +214,11 @@ impl Scheduler {
             }
             // Staggered over the tick so a provider sees a steady trickle, not a burst.
             let delay = (i as i64 * TICK_SECONDS / count) as i32;
-            self.queue
-                .send_delayed(&SyncJob::new(d.tenant_id.clone(), d.user_id.clone(), d.provider, 2), delay)
-                .await?;
-            plan.planned += 1;
+            jobs.push((SyncJob::new(d.tenant_id.clone(), d.user_id.clone(), d.provider, 2), delay));
         }
+        // Ten jobs to a SendMessageBatch call, each with its own delay.
+        self.queue.send_many(&jobs).await?;
+        plan.planned += jobs.len();
         tracing::info!(
             planned = plan.planned,
             deferred = plan.deferred,
