@@ -9,6 +9,7 @@ struct World {
     b: TestTenant,
     b_user: Value,
     b_key_id: String,
+    b_import: String,
 }
 
 /// Every string of B's that must never reach A.
@@ -19,15 +20,17 @@ fn secrets_of_b(w: &World) -> Vec<String> {
         w.b.audience.clone(),
         w.b_key_id.clone(),
         w.b_user["id"].as_str().unwrap_or_default().to_owned(),
+        w.b_import.clone(),
     ]
 }
 
 /// Fills the object ids; `{provider}` and `{link}` name no object of B's (a link is its own credential,
 /// tested with the Connect flow), so both requests get the same value there.
-fn fill(path: &str, tenant: &str, user: &str, key: &str) -> String {
+fn fill(path: &str, (tenant, user, key, import): (&str, &str, &str, &str)) -> String {
     path.replace("{tenant_id}", tenant)
         .replace("{user_id}", user)
         .replace("{key_id}", key)
+        .replace("{import_id}", import)
         .replace("{provider}", "oura")
         .replace("{link}", "not-a-link")
         + query_for(path)
@@ -43,7 +46,7 @@ fn query_for(path: &str) -> &'static str {
 }
 
 fn names_an_object(path: &str) -> bool {
-    ["{tenant_id}", "{user_id}", "{key_id}"].iter().any(|p| path.contains(p))
+    ["{tenant_id}", "{user_id}", "{key_id}", "{import_id}"].iter().any(|p| path.contains(p))
 }
 
 /// A body that passes validation, so the request reaches the object lookup.
@@ -53,6 +56,7 @@ fn body_for(method: &str, path: &str, a: &TestTenant, stack: &TestStack, b_exter
         ("POST", "/v1/users") => Some(json!({"external_id": b_external_id})),
         ("PATCH", _) => Some(json!({"status": "disabled"})),
         ("POST", p) if p.ends_with("/connect-sessions") => Some(json!({"return_url": "https://a.example/done"})),
+        ("POST", p) if p.ends_with("/complete") => Some(json!({"parts": [{"part_number": 1, "etag": "\"x\""}]})),
         ("POST", p) if p.ends_with("/ingest/apple-health") => Some(json!({"data": {"metrics": [
             {"name": "step_count", "units": "count", "data": [{"date": "2026-11-01 08:00:00 +0000", "qty": 5}]}
         ]}})),
@@ -82,14 +86,24 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
     let b_key_id = b_key.body["id"].as_str().unwrap_or_default().to_owned();
     // B's own end user exists too.
     assert_eq!(s.call("GET", "/v1/me", Auth::Bearer(&user_token(&s, &b, "b-end-user")), None).await.status, 200);
-    let w = World { b: b.clone(), b_user: b_user.clone(), b_key_id: b_key_id.clone() };
+    let b_user_id = b_user["id"].as_str().unwrap_or_default();
+    let import =
+        s.call("POST", &format!("/v1/users/{b_user_id}/imports/apple-health"), Auth::Bearer(&b.api_key), None).await;
+    assert_eq!(import.status, 201, "{}", import.body);
+    let b_import = import.body["id"].as_str().unwrap_or_default().to_owned();
+    let w = World { b: b.clone(), b_user: b_user.clone(), b_key_id: b_key_id.clone(), b_import };
     let b_before = partition_of(&s, &b.id).await;
     assert!(b_before.len() >= 6, "B's world is there: {b_before:?}");
 
     let a_jwt = user_token(&s, &a, "a-end-user");
     let principals = [("A's API key", a.api_key.clone()), ("A's end user", a_jwt)];
-    let ghost = ("ten_00000000000000000000000000", "usr_00000000000000000000000000", "key_00000000000000000000000000");
-    let b_ids = (b.id.as_str(), b_user["id"].as_str().unwrap_or_default(), b_key_id.as_str());
+    let ghost = (
+        "ten_00000000000000000000000000",
+        "usr_00000000000000000000000000",
+        "key_00000000000000000000000000",
+        "imp_00000000000000000000000000",
+    );
+    let b_ids = (b.id.as_str(), b_user["id"].as_str().unwrap_or_default(), b_key_id.as_str(), w.b_import.as_str());
     let b_external = b_user["external_id"].as_str().unwrap_or_default();
 
     let operations = shared::openapi::operations();
@@ -97,9 +111,8 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
     for (method, path) in &operations {
         for (who, credential) in &principals {
             let body = body_for(method, path, &a, &s, b_external);
-            let on_b =
-                s.call(method, &fill(path, b_ids.0, b_ids.1, b_ids.2), Auth::Bearer(credential), body.clone()).await;
-            let on_ghost = s.call(method, &fill(path, ghost.0, ghost.1, ghost.2), Auth::Bearer(credential), body).await;
+            let on_b = s.call(method, &fill(path, b_ids), Auth::Bearer(credential), body.clone()).await;
+            let on_ghost = s.call(method, &fill(path, ghost), Auth::Bearer(credential), body).await;
             let ctx = format!("{who}: {method} {path}: {} {}", on_b.status, on_b.body);
             if names_an_object(path) {
                 assert_eq!(

@@ -93,3 +93,10 @@ pub fn vault(config: &crate::Config, sdk: &aws_config::SdkConfig) -> anyhow::Res
     let key = config.token_key_id.clone().context("TOKEN_KEY_ID is not set")?;
     Ok(crate::vault::Vault::new(aws_sdk_kms::Client::new(sdk), key))
 }
+
+/// An S3 client; path-style addressing when an endpoint override (the local stack's moto) is set, since
+/// `<bucket>.127.0.0.1` does not resolve.
+pub fn s3(sdk: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
+    let local = sdk.endpoint_url().is_some();
+    aws_sdk_s3::Client::from_conf(aws_sdk_s3::config::Builder::from(sdk).force_path_style(local).build())
+}

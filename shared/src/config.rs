@@ -26,6 +26,10 @@ pub struct Config {
     pub notify_queue_url: Option<String>,
     /// Where deliveries go after their retry window (`NOTIFY_DEAD_LETTERS_URL`); the notifier needs it.
     pub notify_dead_letters_url: Option<String>,
+    /// The bucket Apple Health exports are uploaded to (`IMPORT_BUCKET`).
+    pub import_bucket: Option<String>,
+    /// The queue of uploaded exports and import continuations (`IMPORT_QUEUE_URL`).
+    pub import_queue_url: Option<String>,
     /// `TENANTRY_<PROVIDER>_URL` overrides of provider endpoints.
     pub providers: crate::providers::Overrides,
 }
@@ -53,7 +57,11 @@ impl Config {
         let sync_queue_url = get("SYNC_QUEUE_URL").filter(|v| !v.is_empty());
         let notify_queue_url = get("NOTIFY_QUEUE_URL").filter(|v| !v.is_empty());
         let notify_dead_letters_url = get("NOTIFY_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let import_bucket = get("IMPORT_BUCKET").filter(|v| !v.is_empty());
+        let import_queue_url = get("IMPORT_QUEUE_URL").filter(|v| !v.is_empty());
         Ok(Self {
+            import_bucket,
+            import_queue_url,
             tenancy_table,
             operator_key,
             tenant_access_role_arn,

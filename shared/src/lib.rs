@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod http;
 pub mod ids;
+pub mod imports;
 pub mod jwt;
 pub mod model;
 pub mod notify;

@@ -1,6 +1,7 @@
 //! End users of a tenant (`/v1/users`) and the signed-in end user's own view (`/v1/me`), and the normalized
 //! data read API (`reads`), and JSON push ingest (`ingest`).
 
+mod imports;
 mod ingest;
 mod reads;
 
@@ -18,6 +19,9 @@ pub struct AppState {
     pub stores: Stores,
     /// The normalized data table (`DATA_TABLE`).
     pub data_table: String,
+    /// Presigns export uploads into `import_bucket` (`IMPORT_BUCKET`).
+    pub s3: aws_sdk_s3::Client,
+    pub import_bucket: String,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -37,6 +41,14 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/me/samples", reads::samples)
         .post("/v1/users/{user_id}/ingest/apple-health", reads::ingest_apple_health)
         .post("/v1/me/ingest/apple-health", reads::ingest_apple_health)
+        .post("/v1/users/{user_id}/imports/apple-health", imports::create)
+        .post("/v1/me/imports/apple-health", imports::create)
+        .get("/v1/users/{user_id}/imports", imports::list)
+        .get("/v1/me/imports", imports::list)
+        .get("/v1/imports/{import_id}", imports::get)
+        .get("/v1/me/imports/{import_id}", imports::get)
+        .post("/v1/imports/{import_id}/complete", imports::complete)
+        .post("/v1/me/imports/{import_id}/complete", imports::complete)
 }
 
 pub fn router(state: AppState) -> axum::Router {

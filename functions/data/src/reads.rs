@@ -44,8 +44,17 @@ impl FromRequestParts<AppState> for Subject {
 }
 
 impl Subject {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The user the request is about.
+    pub fn user(&self) -> &UserId {
+        &self.user
+    }
+
     /// The user's data store, after checking that the user is the tenant's (another tenant's is a 404).
-    async fn store(&self, app: &AppState) -> Result<(shared::tenancy::TenancyStore, DataStore), ApiError> {
+    pub async fn store(&self, app: &AppState) -> Result<(shared::tenancy::TenancyStore, DataStore), ApiError> {
         let tenancy = app.stores.tenant(&self.tenant).await?;
         tenancy.get_user(&self.tenant, &self.user).await.map_err(|e| e.into_api("user"))?;
         let data = tenancy.data_store(&app.data_table);

@@ -160,6 +160,8 @@ impl Stack {
                 data::router(data::AppState {
                     stores: stores(&data),
                     data_table: data.data_table.clone().context("DATA_TABLE")?,
+                    s3: shared::aws::s3(&sdk),
+                    import_bucket: data.import_bucket.clone().context("IMPORT_BUCKET")?,
                 }),
             ),
             ("ConnectFunction".to_owned(), connect::router(connect_state)),

@@ -154,6 +154,11 @@ impl TenancyStore {
         crate::notify::NotifyStore::new(self.client.clone(), &self.table)
     }
 
+    /// Apple Health imports on the same table and credentials.
+    pub fn import_store(&self) -> crate::imports::ImportStore {
+        crate::imports::ImportStore::new(self.client.clone(), &self.table)
+    }
+
     /// The same table through other credentials (a tenant-scoped session).
     pub fn with_client(&self, client: Client) -> Self {
         Self { client, table: self.table.clone() }
