@@ -35,7 +35,14 @@ async fn every_sample_event_is_served_by_its_function() {
             events: events.clone(),
         })
     };
-    let data = || data::router(data::AppState { stores: stores.clone(), data_table: "unused-in-these-events".into() });
+    let data = || {
+        data::router(data::AppState {
+            stores: stores.clone(),
+            data_table: "unused-in-these-events".into(),
+            s3: shared::aws::s3(&sdk),
+            import_bucket: "unused-in-these-events".into(),
+        })
+    };
 
     let (status, body) = serve(control(), include_str!("../events/control/openapi.json")).await;
     assert_eq!((status, body["openapi"].as_str().is_some()), (200, true));
