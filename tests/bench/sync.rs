@@ -428,7 +428,7 @@ pub async fn scheduler_planning(s: &TestStack, counter: &Counter, n: usize) {
     figure(
         "scheduler: SQS calls per job",
         format!(
-            "{:.2} (one SendMessage per job; a batch of 10 would make it 0.10)",
+            "{:.2} (SendMessageBatch, ten jobs a call)",
             sends as f64 / planned.max(1) as f64
         ),
     );
