@@ -375,6 +375,83 @@ impl ImportStore {
     }
 }
 
+/// What arrives on the import queue: an S3 notification of an uploaded export, or the continuation of an
+/// import that paused near its deadline.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ImportMessage {
+    Uploaded {
+        tenant: TenantId,
+        user: UserId,
+        id: ImportId,
+        size: Option<u64>,
+    },
+    Continue {
+        tenant: TenantId,
+        user: UserId,
+        id: ImportId,
+    },
+    /// S3's `s3:TestEvent`, or an object outside `apple-health/`: nothing to do.
+    Ignored(String),
+}
+
+/// The body of a continuation message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Continuation {
+    pub continue_import: ImportId,
+    pub tenant_id: TenantId,
+    pub user_id: UserId,
+}
+
+/// Reads one SQS message body of the import queue. S3 notifications are read leniently (moto leaves out
+/// fields real S3 sends), and keys arrive URL-encoded (`+` for spaces, `%2F`...).
+pub fn parse_message(body: &str) -> Vec<ImportMessage> {
+    if let Ok(c) = serde_json::from_str::<Continuation>(body) {
+        return vec![ImportMessage::Continue { tenant: c.tenant_id, user: c.user_id, id: c.continue_import }];
+    }
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
+        return vec![ImportMessage::Ignored("not JSON".into())];
+    };
+    if v.get("Event").and_then(|e| e.as_str()) == Some("s3:TestEvent") {
+        return vec![ImportMessage::Ignored("s3:TestEvent".into())];
+    }
+    let records = v.get("Records").and_then(|r| r.as_array()).cloned().unwrap_or_default();
+    if records.is_empty() {
+        return vec![ImportMessage::Ignored("no Records".into())];
+    }
+    records
+        .iter()
+        .map(|r| {
+            let object = &r["s3"]["object"];
+            let raw = object["key"].as_str().unwrap_or_default();
+            let key = percent_decode(&raw.replace('+', " "));
+            match parse_object_key(&key) {
+                Some((tenant, user, id)) => ImportMessage::Uploaded { tenant, user, id, size: object["size"].as_u64() },
+                None => ImportMessage::Ignored(format!("not an export upload: {key}")),
+            }
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let hex = |i: usize| bytes.get(i).and_then(|b| (*b as char).to_digit(16));
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match (bytes[i], hex(i + 1), hex(i + 2)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,5 +464,32 @@ mod tests {
         assert_eq!(parse_object_key(&format!("apple-health/{t}/{u}/{id}/export/x")), None);
         assert_eq!(parse_object_key(&format!("other/{t}/{u}/{id}/export")), None);
         assert_eq!(parse_object_key("apple-health/../../etc/passwd"), None);
+    }
+
+    #[test]
+    fn queue_messages_read_as_uploads_continuations_or_nothing_to_do() {
+        let (t, u, id) = (TenantId::generate(), UserId::generate(), ImportId::generate());
+        // As moto sends it: no userIdentity or sequencer, the key URL-encoded.
+        let key = object_key(&t, &u, &id).replace('/', "%2F");
+        let s3 = format!(
+            r#"{{"Records":[{{"eventName":"ObjectCreated:Put","s3":{{"bucket":{{"name":"b"}},"object":{{"key":"{key}","size":42}}}}}}]}}"#
+        );
+        assert_eq!(
+            parse_message(&s3),
+            vec![ImportMessage::Uploaded { tenant: t.clone(), user: u.clone(), id: id.clone(), size: Some(42) }]
+        );
+        let cont = serde_json::to_string(&Continuation {
+            continue_import: id.clone(),
+            tenant_id: t.clone(),
+            user_id: u.clone(),
+        })
+        .unwrap_or_default();
+        assert_eq!(parse_message(&cont), vec![ImportMessage::Continue { tenant: t, user: u, id }]);
+        assert!(matches!(
+            parse_message(r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#)[..],
+            [ImportMessage::Ignored(_)]
+        ));
+        assert!(matches!(parse_message("garbage")[..], [ImportMessage::Ignored(_)]));
+        assert_eq!(percent_decode("a%2Fb%zz%4"), "a/b%zz%4");
     }
 }

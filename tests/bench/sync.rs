@@ -427,10 +427,7 @@ pub async fn scheduler_planning(s: &TestStack, counter: &Counter, n: usize) {
     );
     figure(
         "scheduler: SQS calls per job",
-        format!(
-            "{:.2} (SendMessageBatch, ten jobs a call)",
-            sends as f64 / planned.max(1) as f64
-        ),
+        format!("{:.2} (SendMessageBatch, ten jobs a call)", sends as f64 / planned.max(1) as f64),
     );
     figure(
         "scheduler: DynamoDB calls per job",
