@@ -113,6 +113,11 @@ impl SourceName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The source of everything imported from Apple Health exports and pushes.
+    pub fn apple_health() -> Self {
+        Self("apple_health".to_owned())
+    }
 }
 
 impl From<crate::providers::ProviderId> for SourceName {

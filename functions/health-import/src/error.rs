@@ -67,7 +67,9 @@ pub(crate) fn from_io(e: std::io::Error) -> ImportError {
         return ImportError::ZipBomb(b.0.clone());
     }
     match e.kind() {
-        std::io::ErrorKind::UnexpectedEof => ImportError::Truncated("the data ends in the middle of the archive".into()),
+        std::io::ErrorKind::UnexpectedEof => {
+            ImportError::Truncated("the data ends in the middle of the archive".into())
+        }
         std::io::ErrorKind::InvalidData => ImportError::Zip(e.to_string()),
         _ => ImportError::Read(e),
     }

@@ -4,8 +4,13 @@
 //! No AWS here: the function wires S3 and DynamoDB around [`Importer::run`].
 
 pub mod error;
+pub mod generate;
+pub mod merge;
 pub mod parse;
 pub mod source;
 
 pub use error::ImportError;
 pub use source::Limits;
+pub mod import;
+pub use import::{Checkpoint, Importer, Options, Outcome, Progress, Sink, Stats};
+pub use merge::SourceOrder;

@@ -13,7 +13,7 @@ use quick_xml::Reader;
 use quick_xml::events::{BytesStart, Event};
 use serde::{Deserialize, Serialize};
 
-use crate::error::{ImportError, from_io};
+use crate::error::{ImportError, ZipBombTripped, from_io};
 use crate::source::XmlFilter;
 
 /// A moment as the export writes it (`2019-05-14 19:05:29 -0400`): the instant and the local calendar day.
@@ -45,8 +45,10 @@ impl Stamp {
         let offset = match trim(&raw[19..]) {
             [] => 0,
             [sign @ (b'+' | b'-'), rest @ ..] if rest.len() == 4 => {
-                let hh = rest[..2].iter().try_fold(0i64, |a, c| c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0')))?;
-                let mm = rest[2..].iter().try_fold(0i64, |a, c| c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0')))?;
+                let hh =
+                    rest[..2].iter().try_fold(0i64, |a, c| c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0')))?;
+                let mm =
+                    rest[2..].iter().try_fold(0i64, |a, c| c.is_ascii_digit().then(|| a * 10 + i64::from(c - b'0')))?;
                 let secs = hh * 3600 + mm * 60;
                 if *sign == b'-' { -secs } else { secs }
             }
@@ -205,7 +207,10 @@ pub struct WorkoutRecord {
 pub enum Item {
     Record(Record),
     Workout(WorkoutRecord),
-    ActivitySummary { day: i32, active_kcal: Option<f64> },
+    ActivitySummary {
+        day: i32,
+        active_kcal: Option<f64>,
+    },
     /// A Correlation (blood pressure, food): its Records also appear at the top level, so it adds nothing.
     Correlation,
     /// A Record of a type the importer does not map, a malformed one, or another element (`Me`, `ExportDate`).
@@ -294,9 +299,16 @@ impl<'f, 'a> Parser<'f, 'a> {
         use quick_xml::errors::SyntaxError as S;
         let line = self.reader.get_ref().line_at(self.reader.error_position());
         match e {
-            quick_xml::Error::Io(io) => from_io(std::io::Error::new(io.kind(), ArcIo(io))),
+            quick_xml::Error::Io(io) => match io.get_ref().and_then(|r| r.downcast_ref::<ZipBombTripped>()) {
+                Some(b) => ImportError::ZipBomb(b.0.clone()),
+                None => from_io(std::io::Error::new(io.kind(), ArcIo(io))),
+            },
             quick_xml::Error::Syntax(
-                s @ (S::UnclosedTag | S::UnclosedCData | S::UnclosedComment | S::UnclosedDoctype | S::UnclosedPIOrXmlDecl),
+                s @ (S::UnclosedTag
+                | S::UnclosedCData
+                | S::UnclosedComment
+                | S::UnclosedDoctype
+                | S::UnclosedPIOrXmlDecl),
             ) => ImportError::Truncated(format!("the XML ends inside an element at line {line}: {s}")),
             other => ImportError::Xml { line, message: other.to_string() },
         }

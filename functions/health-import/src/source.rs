@@ -29,7 +29,7 @@ impl Default for Limits {
     }
 }
 
-/// Raw bytes read from the upload so far, and a switch that makes the upload look ended: set when the
+/// Bytes of the upload consumed so far, and a switch that makes the upload look ended: set when the
 /// import stops early so that nothing drains the rest of a multi-GB object.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Tap {
@@ -119,8 +119,9 @@ fn open<R: Read, T>(
     tap: Tap,
     parse: impl FnOnce(&mut XmlFilter<'_>) -> Result<T, ImportError>,
 ) -> Result<T, ImportError> {
-    let mut input = BufReader::with_capacity(64 << 10, Counting { inner: input, tap: tap.clone() });
-    let head = input.fill_buf().map_err(from_io)?;
+    // Counting sits after the buffer: it sees what the zip reader consumed, so ratios are measured right.
+    let mut buffered = BufReader::with_capacity(64 << 10, input);
+    let head = buffered.fill_buf().map_err(from_io)?;
     if head.is_empty() {
         return Err(ImportError::NotAnExport("the file is empty".into()));
     }
@@ -129,8 +130,10 @@ fn open<R: Read, T>(
         if head.len() >= 4 && head.starts_with(b"PK") {
             return Err(ImportError::Zip("the archive does not start with a file entry".into()));
         }
+        let mut input = Counting { inner: buffered, tap };
         return parse(&mut XmlFilter::new(&mut input));
     }
+    let mut input = Counting { inner: buffered, tap: tap.clone() };
     loop {
         let entry = match zip::read::read_zipfile_from_stream(&mut input) {
             Ok(Some(entry)) => entry,
@@ -150,7 +153,8 @@ fn open<R: Read, T>(
             )));
         }
         let is_export = !entry.is_dir() && is_export_entry(&name);
-        let mut guarded = BombGuard { inner: entry, tap: tap.clone(), compressed_at_start: tap.read.get(), out: 0, limits };
+        let mut guarded =
+            BombGuard { inner: entry, tap: tap.clone(), compressed_at_start: tap.read.get(), out: 0, limits };
         if is_export {
             return parse(&mut XmlFilter::new(&mut guarded));
         }
