@@ -40,6 +40,8 @@ pub struct Options {
     pub limits: Limits,
     /// Days a lane's windows stay open behind its newest sample, absorbing that much disorder.
     pub reorder_days: i64,
+    /// Hours a sample type's hour stays open behind its newest sample (samples are stored per hour).
+    pub reorder_hours: i64,
     /// A gap longer than this ends a sleep session.
     pub sleep_gap_min: i64,
 }
@@ -51,6 +53,7 @@ impl Default for Options {
             batch_items: 25,
             limits: Limits::default(),
             reorder_days: 1,
+            reorder_hours: 2,
             sleep_gap_min: 120,
         }
     }
@@ -97,8 +100,9 @@ pub enum Outcome {
 
 const CHECKPOINT_VERSION: u32 = 1;
 
-/// Where a paused import stands. Serializes with serde (JSON: a few KB, up to ~100 KB on days with
-/// second-by-second workout heart rate: the open windows are one or two days of samples).
+/// Where a paused import stands. Serializes with serde; as JSON it is a few KB to a few tens of KB: the open
+/// windows hold one or two days of the additive samples being merged (steps come every few minutes) and the
+/// last two or three hours of heart rate, plus one number per day whose total energy still lacks a part.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     version: u32,
@@ -192,7 +196,7 @@ impl Importer {
 
     fn fingerprint(&self) -> String {
         let o = &self.options;
-        format!("{:?}|{}|{}", o.order.0, o.reorder_days, o.sleep_gap_min)
+        format!("{:?}|{}|{}|{}", o.order.0, o.reorder_days, o.reorder_hours, o.sleep_gap_min)
     }
 
     /// Imports `input` (export.zip or export.xml, read from its first byte) into `sink`. With a checkpoint,
@@ -448,7 +452,7 @@ impl<S: Sink + ?Sized> Run<'_, '_, S> {
             Some(h) => h.push((r.start.unix, r.start.offset, r.value, r.source)),
             None => self.state.stats.out_of_order += 1,
         }
-        for (_, h) in self.state.hours.ready(kind, self.options.reorder_days * 24) {
+        for (_, h) in self.state.hours.ready(kind, self.options.reorder_hours) {
             self.emit_hour(kind, h)?;
         }
         Ok(())

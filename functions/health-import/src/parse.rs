@@ -335,11 +335,10 @@ impl<'f, 'a> Parser<'f, 'a> {
                 }
                 _ => continue,
             };
-            let name = e.local_name().as_ref().to_vec();
             let item = if skip {
                 Item::Skipped
             } else {
-                match name.as_slice() {
+                match e.local_name().as_ref() {
                     b"Record" => record(&e, &mut self.sources).map_or(Item::Other, Item::Record),
                     b"Workout" => Item::Workout(workout(&e, &mut self.sources)),
                     b"ActivitySummary" => activity_summary(&e),
@@ -348,6 +347,8 @@ impl<'f, 'a> Parser<'f, 'a> {
                 }
             };
             if has_children {
+                // Only elements with children need their name kept (to find their end).
+                let name = e.name().as_ref().to_vec();
                 return self.children(&name, item).map(Some);
             }
             return Ok(Some(item));
@@ -462,23 +463,27 @@ pub fn text(v: &[u8]) -> Cow<'_, str> {
     }
 }
 
-/// Calls `f(name, raw value)` for each attribute; whitespace inside a name is dropped (2015 exports).
-pub fn each_attr<'b>(raw: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8])) {
+/// Calls `f(name, raw value)` for each attribute while it returns `true`; whitespace inside a name is
+/// dropped (2015 exports).
+pub fn each_attr<'b>(raw: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]) -> bool) {
     let mut i = 0;
-    while let Some(eq) = raw[i..].iter().position(|&c| c == b'=').map(|p| p + i) {
+    while let Some(eq) = memchr::memchr(b'=', &raw[i..]).map(|p| p + i) {
         let key = trim(&raw[i..eq]);
         let mut j = eq + 1;
         while j < raw.len() && raw[j].is_ascii_whitespace() {
             j += 1;
         }
         let Some(&q) = raw.get(j).filter(|&&q| q == b'"' || q == b'\'') else { return };
-        let Some(end) = raw[j + 1..].iter().position(|&c| c == q).map(|p| p + j + 1) else { return };
+        let Some(end) = memchr::memchr(q, &raw[j + 1..]).map(|p| p + j + 1) else { return };
         let value = &raw[j + 1..end];
-        if key.iter().any(|c| c.is_ascii_whitespace()) {
+        let more = if key.iter().any(|c| c.is_ascii_whitespace()) {
             let joined: Vec<u8> = key.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
-            f(&joined, value);
+            f(&joined, value)
         } else {
-            f(key, value);
+            f(key, value)
+        };
+        if !more {
+            return;
         }
         i = end + 1;
     }
@@ -492,20 +497,22 @@ fn record(e: &BytesStart<'_>, sources: &mut Sources) -> Option<Record> {
     let raw = e.attributes_raw();
     let (mut kind, mut unit, mut value, mut name, mut device, mut start, mut end) =
         (None, &b""[..], &b""[..], &b""[..], &b""[..], &b""[..], &b""[..]);
-    let mut known = true;
-    each_attr(raw, |k, v| match k {
-        b"type" => {
-            kind = Kind::from_type(v);
-            known = kind.is_some();
+    each_attr(raw, |k, v| {
+        match k {
+            b"type" => {
+                kind = Kind::from_type(v);
+                // An unmapped type: the rest is not worth reading.
+                return kind.is_some();
+            }
+            b"unit" => unit = v,
+            b"value" => value = v,
+            b"sourceName" => name = v,
+            b"device" => device = v,
+            b"startDate" => start = v,
+            b"endDate" => end = v,
+            _ => {}
         }
-        _ if !known => {}
-        b"unit" => unit = v,
-        b"value" => value = v,
-        b"sourceName" => name = v,
-        b"device" => device = v,
-        b"startDate" => start = v,
-        b"endDate" => end = v,
-        _ => {}
+        true
     });
     let kind = kind?;
     let start = Stamp::parse(start)?;
@@ -523,22 +530,25 @@ fn workout(e: &BytesStart<'_>, sources: &mut Sources) -> WorkoutRecord {
     let (mut name, mut device) = (&b""[..], &b""[..]);
     let (mut dist, mut dist_unit, mut energy, mut energy_unit, mut duration, mut duration_unit) =
         (None, &b"km"[..], None, &b"kcal"[..], None, &b"min"[..]);
-    each_attr(e.attributes_raw(), |k, v| match k {
-        b"workoutActivityType" => {
-            let t = text(v);
-            w.activity = t.strip_prefix("HKWorkoutActivityType").unwrap_or(&t).to_owned();
+    each_attr(e.attributes_raw(), |k, v| {
+        match k {
+            b"workoutActivityType" => {
+                let t = text(v);
+                w.activity = t.strip_prefix("HKWorkoutActivityType").unwrap_or(&t).to_owned();
+            }
+            b"sourceName" => name = v,
+            b"device" => device = v,
+            b"startDate" => w.start = Stamp::parse(v),
+            b"endDate" => w.end = Stamp::parse(v),
+            b"duration" => duration = number(v),
+            b"durationUnit" => duration_unit = v,
+            b"totalDistance" => dist = number(v),
+            b"totalDistanceUnit" => dist_unit = v,
+            b"totalEnergyBurned" => energy = number(v),
+            b"totalEnergyBurnedUnit" => energy_unit = v,
+            _ => {}
         }
-        b"sourceName" => name = v,
-        b"device" => device = v,
-        b"startDate" => w.start = Stamp::parse(v),
-        b"endDate" => w.end = Stamp::parse(v),
-        b"duration" => duration = number(v),
-        b"durationUnit" => duration_unit = v,
-        b"totalDistance" => dist = number(v),
-        b"totalDistanceUnit" => dist_unit = v,
-        b"totalEnergyBurned" => energy = number(v),
-        b"totalEnergyBurnedUnit" => energy_unit = v,
-        _ => {}
+        true
     });
     w.source = sources.intern(name, device);
     w.duration_min = duration.map(|d| match duration_unit {
@@ -553,13 +563,16 @@ fn workout(e: &BytesStart<'_>, sources: &mut Sources) -> WorkoutRecord {
 
 fn statistics(e: &BytesStart<'_>, w: &mut WorkoutRecord) {
     let (mut ty, mut unit, mut sum, mut avg, mut max) = (&b""[..], &b""[..], None, None, None);
-    each_attr(e.attributes_raw(), |k, v| match k {
-        b"type" => ty = v,
-        b"unit" => unit = v,
-        b"sum" => sum = number(v),
-        b"average" => avg = number(v),
-        b"maximum" => max = number(v),
-        _ => {}
+    each_attr(e.attributes_raw(), |k, v| {
+        match k {
+            b"type" => ty = v,
+            b"unit" => unit = v,
+            b"sum" => sum = number(v),
+            b"average" => avg = number(v),
+            b"maximum" => max = number(v),
+            _ => {}
+        }
+        true
     });
     w.statistics += 1;
     match ty {
@@ -585,13 +598,16 @@ fn statistics(e: &BytesStart<'_>, w: &mut WorkoutRecord) {
 
 fn activity_summary(e: &BytesStart<'_>) -> Item {
     let (mut day, mut kcal, mut unit) = (None, None, &b"kcal"[..]);
-    each_attr(e.attributes_raw(), |k, v| match k {
-        b"dateComponents" => {
-            day = Stamp::parse(&[trim(v), b" 00:00:00 +0000"].concat()).map(|s| s.day);
+    each_attr(e.attributes_raw(), |k, v| {
+        match k {
+            b"dateComponents" => {
+                day = Stamp::parse(&[trim(v), b" 00:00:00 +0000"].concat()).map(|s| s.day);
+            }
+            b"activeEnergyBurned" => kcal = number(v),
+            b"activeEnergyBurnedUnit" => unit = v,
+            _ => {}
         }
-        b"activeEnergyBurned" => kcal = number(v),
-        b"activeEnergyBurnedUnit" => unit = v,
-        _ => {}
+        true
     });
     match day {
         Some(day) => Item::ActivitySummary { day, active_kcal: kcal.map(|k| Kind::ActiveKcal.convert(unit, k)) },
@@ -619,7 +635,10 @@ mod tests {
     #[test]
     fn attribute_names_with_spaces_read_as_without() {
         let mut seen = Vec::new();
-        each_attr(b" type=\"A\" source Name='Phone' value = \"3\"", |k, v| seen.push((k.to_vec(), v.to_vec())));
+        each_attr(b" type=\"A\" source Name='Phone' value = \"3\"", |k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            true
+        });
         assert_eq!(
             seen,
             vec![

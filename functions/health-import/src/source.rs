@@ -180,6 +180,8 @@ const CHUNK: usize = 256 << 10;
 pub struct XmlFilter<'a> {
     inner: &'a mut dyn Read,
     bufs: [Vec<u8>; 2],
+    /// How much of each buffer is data (buffers keep their length between chunks: no zeroing).
+    lens: [usize; 2],
     /// Filtered offset and lines before the start of each buffer.
     starts: [(u64, u64); 2],
     cur: usize,
@@ -194,6 +196,7 @@ impl<'a> XmlFilter<'a> {
         Self {
             inner,
             bufs: [Vec::new(), Vec::new()],
+            lens: [0, 0],
             starts: [(0, 0); 2],
             cur: 0,
             pos: 0,
@@ -207,7 +210,7 @@ impl<'a> XmlFilter<'a> {
     pub fn line_at(&self, pos: u64) -> u64 {
         for i in [self.cur, 1 - self.cur] {
             let (start, lines) = self.starts[i];
-            let buf = &self.bufs[i];
+            let buf = &self.bufs[i][..self.lens[i]];
             if pos >= start && pos <= start + buf.len() as u64 {
                 let upto = (pos - start) as usize;
                 return lines + count_newlines(&buf[..upto]) + 1;
@@ -219,21 +222,28 @@ impl<'a> XmlFilter<'a> {
     fn refill(&mut self) -> io::Result<()> {
         let other = 1 - self.cur;
         let mut buf = std::mem::take(&mut self.bufs[other]);
-        buf.clear();
-        if !self.prolog_done {
+        let len = if !self.prolog_done {
+            buf.clear();
             self.read_prolog(&mut buf)?;
+            self.starts[other] = self.next;
+            self.next = (self.next.0 + buf.len() as u64, self.next.1 + count_newlines(&buf));
+            buf.len()
         } else {
-            buf.resize(CHUNK, 0);
-            let n = read_some(self.inner, &mut buf)?;
-            buf.truncate(n);
-            strip_forbidden(&mut buf);
-        }
-        if buf.is_empty() {
+            if buf.len() < CHUNK {
+                buf.resize(CHUNK, 0);
+            }
+            let n = read_some(self.inner, &mut buf[..CHUNK])?;
+            let (newlines, bad) = scan(&buf[..n]);
+            let n = if bad { compact(&mut buf[..n]) } else { n };
+            self.starts[other] = self.next;
+            self.next = (self.next.0 + n as u64, self.next.1 + newlines);
+            n
+        };
+        if len == 0 {
             self.eof = true;
         }
-        self.starts[other] = self.next;
-        self.next = (self.next.0 + buf.len() as u64, self.next.1 + count_newlines(&buf));
         self.bufs[other] = buf;
+        self.lens[other] = len;
         self.cur = other;
         self.pos = 0;
         Ok(())
@@ -279,14 +289,14 @@ impl Read for XmlFilter<'_> {
 
 impl BufRead for XmlFilter<'_> {
     fn fill_buf(&mut self) -> io::Result<&[u8]> {
-        while self.pos >= self.bufs[self.cur].len() && !self.eof {
+        while self.pos >= self.lens[self.cur] && !self.eof {
             self.refill()?;
         }
-        Ok(&self.bufs[self.cur][self.pos..])
+        Ok(&self.bufs[self.cur][self.pos..self.lens[self.cur]])
     }
 
     fn consume(&mut self, amt: usize) {
-        self.pos = (self.pos + amt).min(self.bufs[self.cur].len());
+        self.pos = (self.pos + amt).min(self.lens[self.cur]);
     }
 }
 
@@ -300,7 +310,34 @@ fn read_some(r: &mut dyn Read, buf: &mut [u8]) -> io::Result<usize> {
 }
 
 fn count_newlines(b: &[u8]) -> u64 {
-    b.iter().filter(|&&c| c == b'\n').count() as u64
+    memchr::memchr_iter(b'\n', b).count() as u64
+}
+
+/// Moves the allowed characters to the front; returns how many there are.
+fn compact(buf: &mut [u8]) -> usize {
+    let mut w = 0;
+    for r in 0..buf.len() {
+        if !forbidden(buf[r]) {
+            buf[w] = buf[r];
+            w += 1;
+        }
+    }
+    w
+}
+
+/// Newlines and whether any forbidden character occurs, in one pass the compiler vectorizes.
+fn scan(buf: &[u8]) -> (u64, bool) {
+    let (mut lines, mut bad) = (0u64, false);
+    for chunk in buf.chunks(128) {
+        let (mut n, mut b) = (0u8, false);
+        for &c in chunk {
+            n += u8::from(c == b'\n');
+            b |= forbidden(c);
+        }
+        lines += u64::from(n);
+        bad |= b;
+    }
+    (lines, bad)
 }
 
 fn forbidden(c: u8) -> bool {

@@ -327,3 +327,13 @@ fn a_checkpoint_made_with_another_source_order_is_refused() {
     let err = Importer::new(other).run(&xml[..], &mut sink, Some(*c), |_| false).expect_err("refused");
     assert_eq!(err.code(), "bad_checkpoint");
 }
+
+#[test]
+fn a_2015_export_with_spaces_in_attribute_names_imports() {
+    let xml = export(
+        "<Record type=\"HKQuantityTypeIdentifierStepCount\" source Name=\"Phone\" unit=\"count\" start Date=\"2015-06-01 10:00:00 +0200\" end Date=\"2015-06-01 10:10:00 +0200\" value=\"321\"/>\n<UnknownThing a=\"b\"><Child/></UnknownThing>\n",
+    );
+    let (sink, stats) = import(&xml, Options::default()).expect("imports");
+    assert_eq!(sink.daily()[&time::macros::date!(2015 - 06 - 01)][&Metric::Steps], 321.0);
+    assert_eq!((stats.records_seen, stats.unmapped), (2, 1));
+}
