@@ -11,7 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let mb: u64 = rest.first().map_or(Ok(0), |m| m.parse())?;
     let seed: u64 = rest.get(1).map_or(Ok(7), |s| s.parse())?;
-    let spec = health_import::generate::Spec { seed, days: days.parse()?, target_bytes: mb << 20 };
+    let spec = health_import::generate::Spec::new(seed, days.parse()?, mb << 20);
     let file = File::create(out)?;
     let e = if out.ends_with(".zip") {
         health_import::generate::write_zip(spec, "export.xml", file)?

@@ -20,6 +20,15 @@ pub struct Spec {
     pub days: u32,
     /// Approximate size of the XML; heart rate samples are added to reach it (0: only the base content).
     pub target_bytes: u64,
+    /// Whether to include the breakage of real exports (the iOS 16 DTD, stray `\x0b`); tools built on
+    /// strict XML parsers (healthkit-to-sqlite) need an export without it.
+    pub quirks: bool,
+}
+
+impl Spec {
+    pub fn new(seed: u64, days: u32, target_bytes: u64) -> Self {
+        Self { seed, days, target_bytes, quirks: true }
+    }
 }
 
 /// What an import of the generated export must find, computed while generating.
@@ -231,11 +240,14 @@ pub fn write_xml(spec: Spec, w: impl Write) -> io::Result<Expected> {
     let _ = OFFSET;
 
     o.put("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n")?;
-    o.put(DTD)?;
+    if spec.quirks {
+        o.put(DTD)?;
+    }
+    let vt = if spec.quirks { "\x0b" } else { "" };
     o.put("<HealthData locale=\"en_US\">\n")?;
     o.put(&format!(" <ExportDate value=\"{}\"/>\n", stamp(first + i64::from(spec.days), 3600)))?;
     // A stray vertical tab, as real exports carry in free text.
-    o.put(" <Me HKCharacteristicTypeIdentifierDateOfBirth=\"1990-02-02\" HKCharacteristicTypeIdentifierBiologicalSex=\"HKBiologicalSexNotSet\x0b\"/>\n")?;
+    o.put(&format!(" <Me HKCharacteristicTypeIdentifierDateOfBirth=\"1990-02-02\" HKCharacteristicTypeIdentifierBiologicalSex=\"HKBiologicalSexNotSet{vt}\"/>\n"))?;
     o.top += 2;
 
     // Steps and distance (iPhone and Watch overlapping), one section per type as Apple writes them.
@@ -325,7 +337,7 @@ pub fn write_xml(spec: Spec, w: impl Write) -> io::Result<Expected> {
         for k in 0..per_day {
             let t = k * step;
             let bpm = 55 + rng.below(60);
-            let meta = if i == 0 && k == 0 {
+            let meta = if i == 0 && k == 0 && spec.quirks {
                 // Another stray control character, inside metadata.
                 "    <MetadataEntry key=\"HKMetadataKeyHeartRateMotionContext\" value=\"0\x0b\"/>\n"
             } else if k % 4 == 0 {

@@ -462,11 +462,17 @@ impl<S: Sink + ?Sized> Run<'_, '_, S> {
         if h.is_empty() {
             return Ok(());
         }
-        let mut samples = Vec::with_capacity(h.len());
+        let mut last_day = None;
+        self.state.stats.samples += h.len() as u64;
+        self.out.batch.samples.reserve(h.len());
         for (t, offset, value, src) in h {
             let stamp = Stamp { unix: t, offset, day: 0 };
-            self.state.days.insert((t + i64::from(offset)).div_euclid(86_400) as i32);
-            samples.push(Sample {
+            let day = (t + i64::from(offset)).div_euclid(86_400) as i32;
+            if last_day != Some(day) {
+                self.state.days.insert(day);
+                last_day = Some(day);
+            }
+            self.out.batch.samples.push(Sample {
                 kind,
                 time: stamp.instant(),
                 utc_offset: Some(stamp.offset()),
@@ -474,8 +480,6 @@ impl<S: Sink + ?Sized> Run<'_, '_, S> {
                 source: Source { name: self.source.clone(), device: self.devices.get(src as usize).cloned().flatten() },
             });
         }
-        self.state.stats.samples += samples.len() as u64;
-        self.out.batch.samples.extend(samples);
         self.push_item()
     }
 

@@ -292,6 +292,8 @@ impl<'f, 'a> Parser<'f, 'a> {
     pub fn new(filter: &'f mut XmlFilter<'a>, sources: Sources) -> Self {
         let mut reader = Reader::from_reader(filter);
         reader.config_mut().check_end_names = false;
+        // Whitespace between elements is never needed: skipping it saves an event per element.
+        reader.config_mut().trim_text(true);
         Self { reader, buf: Vec::with_capacity(4096), skip_buf: Vec::with_capacity(4096), started: false, sources }
     }
 
@@ -347,8 +349,13 @@ impl<'f, 'a> Parser<'f, 'a> {
                 }
             };
             if has_children {
-                // Only elements with children need their name kept (to find their end).
-                let name = e.name().as_ref().to_vec();
+                // The name is needed to find the element's end; known ones are not copied.
+                let name: Cow<'static, [u8]> = match e.name().as_ref() {
+                    b"Record" => Cow::Borrowed(b"Record"),
+                    b"Workout" => Cow::Borrowed(b"Workout"),
+                    b"Correlation" => Cow::Borrowed(b"Correlation"),
+                    other => Cow::Owned(other.to_vec()),
+                };
                 return self.children(&name, item).map(Some);
             }
             return Ok(Some(item));
@@ -464,19 +471,32 @@ pub fn text(v: &[u8]) -> Cow<'_, str> {
 }
 
 /// Calls `f(name, raw value)` for each attribute while it returns `true`; whitespace inside a name is
-/// dropped (2015 exports).
+/// dropped (2015 exports). One pass over the names; values are skipped with memchr (`device` is long).
 pub fn each_attr<'b>(raw: &'b [u8], mut f: impl FnMut(&[u8], &'b [u8]) -> bool) {
+    let n = raw.len();
     let mut i = 0;
-    while let Some(eq) = memchr::memchr(b'=', &raw[i..]).map(|p| p + i) {
-        let key = trim(&raw[i..eq]);
-        let mut j = eq + 1;
-        while j < raw.len() && raw[j].is_ascii_whitespace() {
-            j += 1;
+    loop {
+        while i < n && raw[i].is_ascii_whitespace() {
+            i += 1;
         }
-        let Some(&q) = raw.get(j).filter(|&&q| q == b'"' || q == b'\'') else { return };
-        let Some(end) = memchr::memchr(q, &raw[j + 1..]).map(|p| p + j + 1) else { return };
-        let value = &raw[j + 1..end];
-        let more = if key.iter().any(|c| c.is_ascii_whitespace()) {
+        let key_start = i;
+        let mut spaced = false;
+        while i < n && raw[i] != b'=' {
+            spaced |= raw[i].is_ascii_whitespace();
+            i += 1;
+        }
+        if i >= n {
+            return;
+        }
+        let key = &raw[key_start..i];
+        i += 1;
+        while i < n && raw[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let Some(&q) = raw.get(i).filter(|&&q| q == b'"' || q == b'\'') else { return };
+        let Some(end) = memchr::memchr(q, &raw[i + 1..]).map(|p| p + i + 1) else { return };
+        let value = &raw[i + 1..end];
+        let more = if spaced {
             let joined: Vec<u8> = key.iter().copied().filter(|c| !c.is_ascii_whitespace()).collect();
             f(&joined, value)
         } else {
@@ -515,8 +535,10 @@ fn record(e: &BytesStart<'_>, sources: &mut Sources) -> Option<Record> {
         true
     });
     let kind = kind?;
-    let start = Stamp::parse(start)?;
-    let end = Stamp::parse(end).unwrap_or(start);
+    let start_stamp = Stamp::parse(start)?;
+    // Instant samples (heart rate) repeat the start as the end: parse it once.
+    let end = if end == start { start_stamp } else { Stamp::parse(end).unwrap_or(start_stamp) };
+    let start = start_stamp;
     let (value, stage) = if kind == Kind::Sleep {
         (0.0, Some(Stage::parse(trim(value))?))
     } else {

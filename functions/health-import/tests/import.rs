@@ -57,7 +57,7 @@ impl Collect {
 
 fn generated(days: u32) -> (Vec<u8>, Expected) {
     let mut xml = Vec::new();
-    let expected = write_xml(Spec { seed: 7, days, target_bytes: 0 }, &mut xml).expect("generates");
+    let expected = write_xml(Spec::new(7, days, 0), &mut xml).expect("generates");
     (xml, expected)
 }
 
@@ -142,7 +142,7 @@ fn every_mapped_kind_arrives_with_the_expected_values() {
 fn the_zip_with_a_localized_xml_name_imports_like_the_bare_xml() {
     let (xml, _) = generated(6);
     let mut zip = Cursor::new(Vec::new());
-    write_zip(Spec { seed: 7, days: 6, target_bytes: 0 }, "Exportieren.xml", &mut zip).expect("zips");
+    write_zip(Spec::new(7, 6, 0), "Exportieren.xml", &mut zip).expect("zips");
     let (from_zip, zip_stats) = import(zip.get_ref(), Options::default()).expect("imports the zip");
     let (from_xml, xml_stats) = import(&xml, Options::default()).expect("imports the xml");
     assert_eq!(from_zip.items(), from_xml.items());
@@ -153,7 +153,7 @@ fn the_zip_with_a_localized_xml_name_imports_like_the_bare_xml() {
 fn a_resumed_import_ends_with_exactly_the_items_of_an_uninterrupted_one() {
     let (xml, _) = generated(9);
     let mut zip = Cursor::new(Vec::new());
-    write_zip(Spec { seed: 7, days: 9, target_bytes: 0 }, "export.xml", &mut zip).expect("zips");
+    write_zip(Spec::new(7, 9, 0), "export.xml", &mut zip).expect("zips");
     for input in [&xml[..], zip.get_ref()] {
         let (whole, whole_stats) = import(input, Options::default()).expect("imports");
         for every in [1u64, 37, 500] {
