@@ -314,7 +314,7 @@ impl<S: Sink + ?Sized> Run<'_, '_, S> {
                 self.state.stats.beat_entries += u64::from(r.beats);
                 self.record(r)?;
             }
-            Item::Workout(w) => self.workout(w, sources)?,
+            Item::Workout(w) => self.workout(*w, sources)?,
             Item::ActivitySummary { day, active_kcal } => {
                 self.state.stats.activity_summaries += 1;
                 // Apple's ring value fills days without active energy samples only.

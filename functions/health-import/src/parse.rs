@@ -206,7 +206,8 @@ pub struct WorkoutRecord {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Item {
     Record(Record),
-    Workout(WorkoutRecord),
+    /// Boxed: workouts are rare and large; records are many and should move cheaply.
+    Workout(Box<WorkoutRecord>),
     ActivitySummary {
         day: i32,
         active_kcal: Option<f64>,
@@ -342,7 +343,7 @@ impl<'f, 'a> Parser<'f, 'a> {
             } else {
                 match e.local_name().as_ref() {
                     b"Record" => record(&e, &mut self.sources).map_or(Item::Other, Item::Record),
-                    b"Workout" => Item::Workout(workout(&e, &mut self.sources)),
+                    b"Workout" => Item::Workout(Box::new(workout(&e, &mut self.sources))),
                     b"ActivitySummary" => activity_summary(&e),
                     b"Correlation" => Item::Correlation,
                     _ => Item::Other,

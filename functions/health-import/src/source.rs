@@ -42,7 +42,7 @@ struct Counting<R> {
     tap: Tap,
 }
 
-impl<R: Read> Read for Counting<R> {
+impl<R: BufRead> Read for Counting<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.tap.halt.get() {
             return Ok(0);
@@ -50,6 +50,20 @@ impl<R: Read> Read for Counting<R> {
         let n = self.inner.read(buf)?;
         self.tap.read.set(self.tap.read.get() + n as u64);
         Ok(n)
+    }
+}
+
+impl<R: BufRead> BufRead for Counting<R> {
+    fn fill_buf(&mut self) -> io::Result<&[u8]> {
+        if self.tap.halt.get() {
+            return Ok(&[]);
+        }
+        self.inner.fill_buf()
+    }
+
+    fn consume(&mut self, amt: usize) {
+        self.tap.read.set(self.tap.read.get() + amt as u64);
+        self.inner.consume(amt);
     }
 }
 
@@ -134,33 +148,94 @@ fn open<R: Read, T>(
         return parse(&mut XmlFilter::new(&mut input));
     }
     let mut input = Counting { inner: buffered, tap: tap.clone() };
+    let no_export = || {
+        ImportError::NotAnExport(
+            "the zip holds no apple_health_export/export.xml; upload the export.zip the Health app made".into(),
+        )
+    };
     loop {
-        let entry = match zip::read::read_zipfile_from_stream(&mut input) {
-            Ok(Some(entry)) => entry,
-            Ok(None) => {
-                return Err(ImportError::NotAnExport(
-                    "the zip holds no apple_health_export/export.xml; upload the export.zip the Health app made".into(),
-                ));
+        // The local header is read here first: entries whose sizes follow their data (flag bit 3, written by
+        // streaming zippers) are inflated below, since zip's stream reader refuses them.
+        let mut header = [0u8; 30];
+        input.read_exact(&mut header[..4]).map_err(from_io)?;
+        match &header[..4] {
+            b"PK\x03\x04" => {}
+            b"PK\x01\x02" | b"PK\x05\x06" | b"PK\x06\x06" => return Err(no_export()),
+            _ => return Err(ImportError::Zip("an entry does not start where the previous one ended".into())),
+        }
+        input.read_exact(&mut header[4..]).map_err(from_io)?;
+        let u16_at = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
+        let (flags, method, name_len, extra_len) = (u16_at(6), u16_at(8), u16_at(26), u16_at(28));
+        if flags & 8 == 0 {
+            let mut replayed = io::Cursor::new(header).chain(&mut input);
+            let entry = match zip::read::read_zipfile_from_stream(&mut replayed) {
+                Ok(Some(entry)) => entry,
+                Ok(None) => return Err(no_export()),
+                Err(e) => return Err(from_zip(e)),
+            };
+            let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
+            if entry.size() > limits.max_entry_bytes {
+                return Err(ImportError::ZipBomb(format!(
+                    "`{name}` declares {} bytes, over the limit of {}",
+                    entry.size(),
+                    limits.max_entry_bytes
+                )));
             }
-            Err(e) => return Err(from_zip(e)),
-        };
-        let name = entry.name().map(|n| n.into_owned()).unwrap_or_default();
-        if entry.size() > limits.max_entry_bytes {
-            return Err(ImportError::ZipBomb(format!(
-                "`{name}` declares {} bytes, over the limit of {}",
-                entry.size(),
-                limits.max_entry_bytes
+            let is_export = !entry.is_dir() && is_export_entry(&name);
+            let mut guarded =
+                BombGuard { inner: entry, tap: tap.clone(), compressed_at_start: tap.read.get(), out: 0, limits };
+            if is_export {
+                return parse(&mut XmlFilter::new(&mut guarded));
+            }
+            // Skipped entries (export_cda.xml, routes, ECGs) still inflate through the guard.
+            io::copy(&mut guarded, &mut io::sink()).map_err(from_io)?;
+            continue;
+        }
+        let mut name = vec![0u8; usize::from(name_len)];
+        input.read_exact(&mut name).map_err(from_io)?;
+        let mut extra = vec![0u8; usize::from(extra_len)];
+        input.read_exact(&mut extra).map_err(from_io)?;
+        let name = String::from_utf8_lossy(&name).into_owned();
+        if method != 8 {
+            return Err(ImportError::Zip(format!(
+                "`{name}` is stored without compression and without its size; zip the export again"
             )));
         }
-        let is_export = !entry.is_dir() && is_export_entry(&name);
-        let mut guarded =
-            BombGuard { inner: entry, tap: tap.clone(), compressed_at_start: tap.read.get(), out: 0, limits };
-        if is_export {
-            return parse(&mut XmlFilter::new(&mut guarded));
+        let is_export = !name.ends_with('/') && is_export_entry(&name);
+        {
+            // A deflate stream ends by itself: the decoder reads exactly up to its end.
+            let decoder = flate2::bufread::DeflateDecoder::new(&mut input);
+            let mut guarded =
+                BombGuard { inner: decoder, tap: tap.clone(), compressed_at_start: tap.read.get(), out: 0, limits };
+            if is_export {
+                return parse(&mut XmlFilter::new(&mut guarded));
+            }
+            io::copy(&mut guarded, &mut io::sink()).map_err(from_io)?;
         }
-        // Skipped entries (export_cda.xml, routes, ECGs) still inflate through the guard.
-        io::copy(&mut guarded, &mut io::sink()).map_err(from_io)?;
+        // The data descriptor: an optional signature, the CRC, then both sizes (8 bytes each with zip64).
+        let mut word = [0u8; 4];
+        input.read_exact(&mut word).map_err(from_io)?;
+        if &word == b"PK\x07\x08" {
+            input.read_exact(&mut word).map_err(from_io)?;
+        }
+        let zip64 = has_zip64_field(&extra);
+        let mut sizes = [0u8; 16];
+        input.read_exact(&mut sizes[..if zip64 { 16 } else { 8 }]).map_err(from_io)?;
     }
+}
+
+/// Whether a local header's extra field holds a zip64 record (id 1), which makes descriptor sizes 8 bytes.
+fn has_zip64_field(extra: &[u8]) -> bool {
+    let mut i = 0;
+    while i + 4 <= extra.len() {
+        let id = u16::from_le_bytes([extra[i], extra[i + 1]]);
+        let len = usize::from(u16::from_le_bytes([extra[i + 2], extra[i + 3]]));
+        if id == 1 {
+            return true;
+        }
+        i += 4 + len;
+    }
+    false
 }
 
 fn from_zip(e: zip::result::ZipError) -> ImportError {

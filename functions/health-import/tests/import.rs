@@ -337,3 +337,36 @@ fn a_2015_export_with_spaces_in_attribute_names_imports() {
     assert_eq!(sink.daily()[&time::macros::date!(2015 - 06 - 01)][&Metric::Steps], 321.0);
     assert_eq!((stats.records_seen, stats.unmapped), (2, 1));
 }
+
+#[test]
+fn a_zip_streamed_with_data_descriptors_imports_like_the_bare_xml() {
+    use std::io::Write;
+    let (xml, _) = generated(3);
+    // A non-seekable writer: sizes and CRC follow each entry's data (as streaming zippers write them).
+    let mut z = zip::ZipWriter::new_stream(Vec::new());
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
+    z.start_file("apple_health_export/export_cda.xml", opts).expect("starts");
+    z.write_all(b"<ClinicalDocument/><ClinicalDocument/>").expect("writes");
+    z.start_file("apple_health_export/export.xml", opts).expect("starts");
+    z.write_all(&xml).expect("writes");
+    let zip = z.finish().expect("finishes").into_inner();
+    let (a, _) = import(&zip, Options::default()).expect("imports the streamed zip");
+    let (b, _) = import(&xml, Options::default()).expect("imports the xml");
+    assert_eq!(a.items(), b.items());
+}
+
+#[test]
+fn a_sample_arriving_after_its_day_was_closed_is_reported_and_does_not_change_the_day() {
+    let step = |day: &str, v: u32| {
+        format!(
+            "<Record type=\"HKQuantityTypeIdentifierStepCount\" {WATCH} unit=\"count\" startDate=\"{day} 10:00:00 -0500\" endDate=\"{day} 10:10:00 -0500\" value=\"{v}\"/>\n"
+        )
+    };
+    let xml = export(&[step("2024-03-01", 100), step("2024-03-04", 400), step("2024-03-01", 50)].concat());
+    let (sink, stats) = import(&xml, Options::default()).expect("imports");
+    assert_eq!(stats.out_of_order, 1);
+    assert_eq!(sink.daily()[&time::macros::date!(2024 - 03 - 01)][&Metric::Steps], 100.0);
+    let wider = Options { reorder_days: 5, ..Options::default() };
+    let (sink, stats) = import(&xml, wider).expect("imports");
+    assert_eq!((stats.out_of_order, sink.daily()[&time::macros::date!(2024 - 03 - 01)][&Metric::Steps]), (0, 150.0));
+}
