@@ -56,6 +56,32 @@ fn child(mode: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 Outcome::Paused(_) => "paused".to_owned(),
             }
         }
+        "resume" => {
+            // Pauses every 50k elements and resumes from the checkpoint's JSON, as the function would.
+            let importer = Importer::new(Options::default());
+            let (mut sink, mut checkpoint, mut runs, mut largest) = (Counting(0), None, 0, 0usize);
+            loop {
+                runs += 1;
+                let mut n = 0u64;
+                let file = std::fs::File::open(path)?;
+                match importer.run(file, &mut sink, checkpoint.take(), |_| {
+                    n += 1;
+                    n % 50_000 == 0
+                })? {
+                    Outcome::Paused(c) => {
+                        let json = serde_json::to_vec(&c)?;
+                        largest = largest.max(json.len());
+                        checkpoint = Some(serde_json::from_slice(&json)?);
+                    }
+                    Outcome::Completed(s) => {
+                        break format!(
+                            "{} elements, {} items, {runs} runs, largest checkpoint {largest} B",
+                            s.records_seen, sink.0
+                        );
+                    }
+                }
+            }
+        }
         "scan" => {
             // quick-xml itself stops at the iOS 16 DTD (`UnclosedDoctype`): the scan starts at the root element.
             let mut file = std::fs::File::open(path)?;
@@ -190,9 +216,11 @@ fn bench(sizes: &[u64], baseline_mb: u64, dir: &Path) -> Result<(), Box<dyn std:
         let scan = run_child("scan", &xml)?;
         let imp = run_child("import", &xml)?;
         let imp_zip = run_child("import", &zip)?;
+        let resumed = run_child("resume", &zip)?;
         row("bare quick-xml scan (ceiling)", mb, &scan);
         row("import export.xml", mb, &imp);
         row(&format!("import export.zip ({zip_mb:.0} MB)"), mb, &imp_zip);
+        row("import export.zip, paused every 50k", mb, &resumed);
         println!(
             "|   import speed vs the scan: xml {:.0}%, zip {:.0}% (target >= 40%); peak RSS <= 64 MB: {}",
             100.0 * scan.wall / imp.wall.max(1e-9),
