@@ -66,7 +66,7 @@ fn child(mode: &str, path: &Path) -> Result<(), Box<dyn std::error::Error>> {
                 let file = std::fs::File::open(path)?;
                 match importer.run(file, &mut sink, checkpoint.take(), |_| {
                     n += 1;
-                    n % 50_000 == 0
+                    n.is_multiple_of(50_000)
                 })? {
                     Outcome::Paused(c) => {
                         let json = serde_json::to_vec(&c)?;
