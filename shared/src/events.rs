@@ -130,7 +130,13 @@ impl Event {
     }
 
     /// `data.updated` from any source (`apple_health` imports and pushes as well as providers).
-    pub fn data_updated_from(tenant: &TenantId, user: &UserId, source: &str, metrics: &[&str], dates: &[String]) -> Self {
+    pub fn data_updated_from(
+        tenant: &TenantId,
+        user: &UserId,
+        source: &str,
+        metrics: &[&str],
+        dates: &[String],
+    ) -> Self {
         let data = json!({"user_id": user, "provider": source, "metrics": metrics, "dates": dates});
         Self::new(tenant, EventType::DataUpdated, data)
     }

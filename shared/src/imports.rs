@@ -112,6 +112,8 @@ pub struct Import {
     pub bytes_read: u64,
     pub records_imported: u64,
     pub days_affected: u64,
+    /// How many times the import paused near its deadline and continued in a fresh invocation.
+    pub resumes: u64,
     pub error: Option<ImportFailure>,
     pub created_at: String,
     pub updated_at: String,
@@ -152,6 +154,7 @@ fn import_from(item: &Item) -> anyhow::Result<Import> {
         bytes_read: num(item, "bytes_read"),
         records_imported: num(item, "records_imported"),
         days_affected: num(item, "days_affected"),
+        resumes: num(item, "resumes"),
         error: get_s(item, "error").and_then(|e| serde_json::from_str(e).ok()),
         created_at: req_s(item, "created_at")?,
         updated_at: req_s(item, "updated_at")?,
@@ -299,7 +302,8 @@ impl ImportStore {
         }
     }
 
-    /// Records progress (and, with `checkpoint`, where a paused import resumes) while it runs.
+    /// Records progress (and, with `checkpoint`, where a paused import resumes, counting the resume) while it
+    /// runs.
     pub async fn progress(
         &self,
         tenant: &TenantId,
@@ -321,8 +325,8 @@ impl ImportStore {
             .condition_expression("attribute_exists(pk)");
         let mut update = "SET bytes_read = :b, records_imported = :r, days_affected = :d, updated_at = :now".to_owned();
         if let Some(c) = checkpoint {
-            update.push_str(", checkpoint = :c");
-            req = req.expression_attribute_values(":c", s(c));
+            update.push_str(", checkpoint = :c ADD resumes :one");
+            req = req.expression_attribute_values(":c", s(c)).expression_attribute_values(":one", n(1));
         }
         req.update_expression(update).send().await.map_err(unavailable("recording import progress"))?;
         Ok(())

@@ -114,7 +114,7 @@ impl SourceName {
         &self.0
     }
 
-    /// Apple Health, through an export or a JSON push.
+    /// The source of everything imported from Apple Health exports and pushes.
     pub fn apple_health() -> Self {
         Self("apple_health".to_owned())
     }

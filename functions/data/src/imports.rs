@@ -79,6 +79,7 @@ pub async fn create(
         bytes_read: 0,
         records_imported: 0,
         days_affected: 0,
+        resumes: 0,
         error: None,
         created_at: now.clone(),
         updated_at: now,

@@ -146,10 +146,28 @@ impl Stack {
             let scheduler = scheduler.clone();
             Box::pin(async move { scheduler.tick().await.map(|_| ()) })
         });
+        let import = env_of("HealthImportFunction")?;
+        let importer = Arc::new(health_import::handler::Handler {
+            stores: stores(&import),
+            s3: shared::aws::s3(&sdk),
+            bucket: import.import_bucket.clone().context("IMPORT_BUCKET")?,
+            sqs: sqs.clone(),
+            queue_url: import.import_queue_url.clone().context("IMPORT_QUEUE_URL")?,
+            data_table: import.data_table.clone().context("DATA_TABLE")?,
+            events: events(&import)?,
+            slice: std::time::Duration::from_secs(840),
+            // Tests force resumes with it; Lambda never sets it.
+            pause_every: options.extra_env.get("HEALTH_IMPORT_PAUSE_EVERY").and_then(|v| v.parse().ok()),
+        });
+        let import_handler: workers::QueueHandler = Arc::new(move |event| {
+            let importer = importer.clone();
+            Box::pin(async move { Ok(importer.handle(event).await) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([
                 ("SyncWorkerFunction".to_owned(), sync_handler),
                 ("NotifierFunction".to_owned(), notify_handler),
+                ("HealthImportFunction".to_owned(), import_handler),
             ]),
             ticks: HashMap::from([("SyncSchedulerFunction".to_owned(), tick)]),
         };
