@@ -393,6 +393,7 @@ pub enum ImportMessage {
         tenant: TenantId,
         user: UserId,
         id: ImportId,
+        device_order: Vec<String>,
     },
     /// S3's `s3:TestEvent`, or an object outside `apple-health/`: nothing to do.
     Ignored(String),
@@ -404,13 +405,22 @@ pub struct Continuation {
     pub continue_import: ImportId,
     pub tenant_id: TenantId,
     pub user_id: UserId,
+    /// The device order the import began with, so a tenant's change mid-import cannot split one import
+    /// between two orders.
+    #[serde(default)]
+    pub device_order: Vec<String>,
 }
 
 /// Reads one SQS message body of the import queue. S3 notifications are read leniently (moto leaves out
 /// fields real S3 sends), and keys arrive URL-encoded (`+` for spaces, `%2F`...).
 pub fn parse_message(body: &str) -> Vec<ImportMessage> {
     if let Ok(c) = serde_json::from_str::<Continuation>(body) {
-        return vec![ImportMessage::Continue { tenant: c.tenant_id, user: c.user_id, id: c.continue_import }];
+        return vec![ImportMessage::Continue {
+            tenant: c.tenant_id,
+            user: c.user_id,
+            id: c.continue_import,
+            device_order: c.device_order,
+        }];
     }
     let Ok(v) = serde_json::from_str::<serde_json::Value>(body) else {
         return vec![ImportMessage::Ignored("not JSON".into())];
@@ -482,13 +492,17 @@ mod tests {
             parse_message(&s3),
             vec![ImportMessage::Uploaded { tenant: t.clone(), user: u.clone(), id: id.clone(), size: Some(42) }]
         );
-        let cont = serde_json::to_string(&Continuation {
+        let next = Continuation {
             continue_import: id.clone(),
             tenant_id: t.clone(),
             user_id: u.clone(),
-        })
-        .unwrap_or_default();
-        assert_eq!(parse_message(&cont), vec![ImportMessage::Continue { tenant: t, user: u, id }]);
+            device_order: vec!["watch".into()],
+        };
+        let cont = serde_json::to_string(&next).unwrap_or_default();
+        assert_eq!(
+            parse_message(&cont),
+            vec![ImportMessage::Continue { tenant: t, user: u, id, device_order: vec!["watch".into()] }]
+        );
         assert!(matches!(
             parse_message(r#"{"Service":"Amazon S3","Event":"s3:TestEvent"}"#)[..],
             [ImportMessage::Ignored(_)]

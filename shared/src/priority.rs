@@ -25,11 +25,19 @@ pub struct SourcePriority {
     /// Per-metric orders.
     #[serde(default)]
     pub metrics: BTreeMap<Metric, Vec<SourceName>>,
+    /// Within Apple Health, which devices win where their samples overlap: case-insensitive words matched
+    /// against the sample's source name, device name and model. Empty means Apple Health's own default, the
+    /// Watch before the iPhone (`["watch", "iphone"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub apple_health_devices: Vec<String>,
 }
 
 impl SourcePriority {
     /// Refuses a list that names a source twice (the order would be ambiguous).
     pub fn check(&self) -> Result<(), String> {
+        if self.apple_health_devices.iter().any(|d| d.trim().is_empty() || d.len() > 60) {
+            return Err("apple_health_devices are words like \"watch\" or \"iphone\" (1 to 60 characters)".into());
+        }
         let lists = std::iter::once(("default".to_owned(), &self.default))
             .chain(self.metrics.iter().map(|(m, l)| (m.as_str().to_owned(), l)));
         for (name, list) in lists {
@@ -148,6 +156,7 @@ mod tests {
         let p = SourcePriority {
             default: names(&["oura"]),
             metrics: BTreeMap::from([(Metric::Steps, names(&["apple_health", "oura"]))]),
+            apple_health_devices: Vec::new(),
         };
         let days = [record("apple_health", 9100.0, None), record("oura", 8200.0, Some(52.0))];
         let (values, sources) = p.merge(&days);
@@ -158,7 +167,7 @@ mod tests {
 
     #[test]
     fn a_source_listed_twice_is_refused() {
-        let p = SourcePriority { default: names(&["oura", "oura"]), metrics: BTreeMap::new() };
+        let p = SourcePriority { default: names(&["oura", "oura"]), ..SourcePriority::default() };
         assert!(p.check().is_err_and(|e| e.contains("oura")));
     }
 }

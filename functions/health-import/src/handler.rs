@@ -18,7 +18,7 @@ use shared::model::Batch;
 use shared::tenancy::Stores;
 use tokio_util::io::SyncIoBridge;
 
-use crate::{Checkpoint, Importer, Options, Outcome, Sink};
+use crate::{Checkpoint, Importer, Options, Outcome, Sink, SourceOrder};
 
 pub struct Handler {
     pub stores: Stores,
@@ -74,8 +74,10 @@ impl Handler {
         let mut retry = false;
         for m in parse_message(message.body.as_deref().unwrap_or_default()) {
             let outcome = match m {
-                ImportMessage::Uploaded { tenant, user, id, .. } => self.run(tenant, user, id, false).await,
-                ImportMessage::Continue { tenant, user, id } => self.run(tenant, user, id, true).await,
+                ImportMessage::Uploaded { tenant, user, id, .. } => self.run(tenant, user, id, None).await,
+                ImportMessage::Continue { tenant, user, id, device_order } => {
+                    self.run(tenant, user, id, Some(device_order)).await
+                }
                 ImportMessage::Ignored(why) => {
                     tracing::info!(why = %why, "import queue message ignored");
                     Ok(())
@@ -89,10 +91,27 @@ impl Handler {
         retry
     }
 
-    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %user, import_id = %id, resume))]
-    async fn run(&self, tenant: TenantId, user: UserId, id: ImportId, resume: bool) -> Result<(), Retry> {
+    /// Runs an import: a fresh upload (`resumed` is `None`) or a continuation with the device order it began
+    /// with.
+    #[tracing::instrument(skip_all, fields(tenant_id = %tenant, user_id = %user, import_id = %id))]
+    async fn run(
+        &self,
+        tenant: TenantId,
+        user: UserId,
+        id: ImportId,
+        resumed: Option<Vec<String>>,
+    ) -> Result<(), Retry> {
         let tenancy = self.stores.tenant(&tenant).await?;
         let store = tenancy.import_store();
+        let resume = resumed.is_some();
+        let device_order = match resumed {
+            Some(order) => order,
+            None => tenancy.priority_store().get(&tenant).await?.apple_health_devices,
+        };
+        let options = Options {
+            order: if device_order.is_empty() { SourceOrder::default() } else { SourceOrder(device_order.clone()) },
+            ..Options::default()
+        };
         let checkpoint = if resume {
             match store.of_user(&tenant, &user, &id).await {
                 Ok(i) if i.status == ImportStatus::Running => {}
@@ -148,7 +167,7 @@ impl Handler {
         let ran = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
             let mut elements = 0u64;
-            let outcome = Importer::new(Options::default()).run(reader, &mut sink, checkpoint, |_| {
+            let outcome = Importer::new(options).run(reader, &mut sink, checkpoint, |_| {
                 elements += 1;
                 pause_every.is_some_and(|n| elements >= n) || started.elapsed() >= slice
             });
@@ -176,8 +195,12 @@ impl Handler {
                 };
                 let saved = serde_json::to_string(&checkpoint)?;
                 store.progress(&tenant, &user, &id, progress, Some(&saved)).await?;
-                let next =
-                    Continuation { continue_import: id.clone(), tenant_id: tenant.clone(), user_id: user.clone() };
+                let next = Continuation {
+                    continue_import: id.clone(),
+                    tenant_id: tenant.clone(),
+                    user_id: user.clone(),
+                    device_order,
+                };
                 self.sqs
                     .send_message()
                     .queue_url(&self.queue_url)
