@@ -7,9 +7,11 @@
 //! Medians of many runs, with the 10th and 90th percentiles.
 //!
 //! Then the sync engine's figures (`sync.rs`, docs/benchmarks.md). `./dev bench sync` runs only those;
-//! `connections=N` and `jobs=N` size the scheduler and worker runs.
+//! `connections=N` and `jobs=N` size the scheduler and worker runs; `import_mb=N` the Apple Health export sent
+//! through the stack.
 
 mod counting;
+mod health;
 mod sync;
 
 use std::time::{Duration, Instant};
@@ -54,6 +56,7 @@ async fn main() {
     let (t, oura_user) = sync::requests_per_sync(&s, &counter).await;
     sync::worker_throughput(&s, &t, &oura_user, arg("jobs", 200)).await;
     sync::scheduler_planning(&s, &counter, arg("connections", 5_000)).await;
+    health::import_through_moto(&s, arg("import_mb", 50) as u64).await;
 }
 
 async fn auth(s: &integration_tests::TestStack) {
