@@ -158,21 +158,7 @@ async fn delivery_with(s: &TestStack, t: &TestTenant, key: (&str, &str), status:
 async fn queue_drained(s: &TestStack) {
     let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
     for _ in 0..300 {
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&s.refs["NotifyQueue"])
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| o.attributes)
-            .unwrap_or_default();
-        let waiting: u64 = attrs
-            .iter()
-            .filter(|(k, _)| k.as_str().starts_with("ApproximateNumberOfMessages"))
-            .filter_map(|(_, v)| v.parse::<u64>().ok())
-            .sum();
-        if waiting == 0 {
+        if integration_tests::messages_waiting(&sqs, &s.refs["NotifyQueue"]).await == 0 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;

@@ -34,20 +34,7 @@ async fn settled(s: &TestStack, t: &TestTenant, user_id: &str) -> Value {
     let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
     for _ in 0..600 {
         let c = connections(s, t, user_id).await.into_iter().next().unwrap_or_default();
-        let attrs = sqs
-            .get_queue_attributes()
-            .queue_url(&s.refs["SyncQueue"])
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .ok()
-            .and_then(|o| o.attributes)
-            .unwrap_or_default();
-        let waiting: u64 = attrs
-            .iter()
-            .filter(|(k, _)| k.as_str().starts_with("ApproximateNumberOfMessages"))
-            .filter_map(|(_, v)| v.parse::<u64>().ok())
-            .sum();
+        let waiting = integration_tests::messages_waiting(&sqs, &s.refs["SyncQueue"]).await;
         let backfilled = c["backfill"].is_null() || c["backfill"]["status"] == "completed";
         if c["status"] == "connected" && c["last_synced_at"].is_string() && waiting == 0 && backfilled {
             return c;

@@ -49,24 +49,6 @@ fn ids(t: &TestTenant, user: &str) -> (TenantId, UserId) {
     (tenant, user)
 }
 
-async fn messages_waiting(plain: &Plain, url: &str) -> u64 {
-    let attrs = plain
-        .sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .ok()
-        .and_then(|o| o.attributes)
-        .unwrap_or_default();
-    attrs
-        .iter()
-        .filter(|(k, _)| k.as_str().starts_with("ApproximateNumberOfMessages"))
-        .filter_map(|(_, v)| v.parse::<u64>().ok())
-        .sum()
-}
-
 /// The stored connection item's `last_synced_at` and backfill status, read without the counted clients.
 async fn stored(s: &TestStack, plain: &Plain, t: &TestTenant, user: &str, p: ProviderId) -> (Option<String>, String) {
     let out = plain
@@ -91,8 +73,8 @@ async fn settle(s: &TestStack, plain: &Plain, t: &TestTenant, user: &str, p: Pro
         let moved = synced.is_some() && synced.as_deref() != before;
         if moved
             && (backfill.is_empty() || backfill == "completed")
-            && messages_waiting(plain, &s.refs["SyncQueue"]).await == 0
-            && messages_waiting(plain, &s.refs["NotifyQueue"]).await == 0
+            && integration_tests::messages_waiting(&plain.sqs, &s.refs["SyncQueue"]).await == 0
+            && integration_tests::messages_waiting(&plain.sqs, &s.refs["NotifyQueue"]).await == 0
         {
             return;
         }
@@ -288,7 +270,7 @@ async fn throughput(s: &TestStack, t: &TestTenant, users: &[String]) -> (f64, Du
     .into_iter()
     .for_each(|r| r.unwrap_or_else(|e| panic!("{e:?}")));
     for _ in 0..6_000 {
-        if messages_waiting(&plain, &s.refs["SyncQueue"]).await == 0 {
+        if integration_tests::messages_waiting(&plain.sqs, &s.refs["SyncQueue"]).await == 0 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -245,6 +245,24 @@ impl TestStack {
     }
 }
 
+/// Messages in a queue, visible, in flight or delayed (SQS's approximate counts).
+pub async fn messages_waiting(sqs: &aws_sdk_sqs::Client, url: &str) -> u64 {
+    let attrs = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
+        .send()
+        .await
+        .ok()
+        .and_then(|o| o.attributes)
+        .unwrap_or_default();
+    attrs
+        .iter()
+        .filter(|(k, _)| k.as_str().starts_with("ApproximateNumberOfMessages"))
+        .filter_map(|(_, v)| v.parse::<u64>().ok())
+        .sum()
+}
+
 /// Claims of a test token; `exp` and `nbf` relative to now.
 pub struct Claims<'a> {
     pub iss: &'a str,
