@@ -269,17 +269,7 @@ impl ConnectStore {
     }
 
     async fn get(&self, tenant: &TenantId, sk: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading a connect item"))?;
-        Ok(out.item)
+        crate::dynamo::get_consistent(&self.client, &self.table, tenant.as_str(), sk, "reading a connect item").await
     }
 
     pub async fn put_app(&self, tenant: &TenantId, app: &ProviderApp) -> Result<(), StoreError> {
@@ -860,20 +850,8 @@ impl ConnectStore {
 
     /// Deletes the connection and its tokens; `NotFound` when there was none.
     pub async fn delete_connection(&self, tenant: &TenantId, user: &UserId, p: ProviderId) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(conn_sk(user, p)))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(unavailable("deleting a connection")(e)),
-        }
+        let sk = conn_sk(user, p);
+        crate::dynamo::delete_existing(&self.client, &self.table, tenant.as_str(), &sk, "deleting a connection").await
     }
 }
 

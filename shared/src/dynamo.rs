@@ -1,5 +1,5 @@
 //! Small helpers every DynamoDB adapter of ours uses: attribute access, the expected outcome of a
-//! conditional write, and the old item a failed condition returns.
+//! conditional write, the old item a failed condition returns, and the one-item read and delete every store does.
 
 use std::collections::HashMap;
 
@@ -41,4 +41,47 @@ pub fn old_item<R>(e: &SdkError<UpdateItemError, R>) -> Option<Item> {
 /// Maps an SDK failure to `StoreError::Unavailable` with what we were doing.
 pub fn unavailable<E: std::error::Error + Send + Sync + 'static>(what: &'static str) -> impl FnOnce(E) -> StoreError {
     move |e| StoreError::Unavailable(anyhow::Error::new(e).context(what))
+}
+
+/// The item at (`pk`, `sk`), read consistently (the tables' every key is that pair); `None` when absent.
+pub async fn get_consistent(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+    what: &'static str,
+) -> Result<Option<Item>, StoreError> {
+    let out = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(unavailable(what))?;
+    Ok(out.item)
+}
+
+/// Deletes the item at (`pk`, `sk`); `NotFound` when there was none.
+pub async fn delete_existing(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+    what: &'static str,
+) -> Result<(), StoreError> {
+    let out = client
+        .delete_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .condition_expression("attribute_exists(pk)")
+        .send()
+        .await;
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
+        Err(e) => Err(unavailable(what)(e)),
+    }
 }

@@ -229,17 +229,7 @@ impl ImportStore {
     }
 
     async fn item(&self, tenant: &TenantId, sk: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(sk))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading an import"))?;
-        Ok(out.item)
+        crate::dynamo::get_consistent(&self.client, &self.table, tenant.as_str(), sk, "reading an import").await
     }
 
     /// The user's imports, newest first, a page at a time (the cursor is the sort key).

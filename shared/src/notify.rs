@@ -9,7 +9,9 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha2::Sha256;
 
-use crate::dynamo::{Item, conditional_failed, get_s, old_item, req_s, s, unavailable};
+use crate::dynamo::{
+    Item, conditional_failed, delete_existing, get_consistent, get_s, old_item, req_s, s, unavailable,
+};
 use crate::events::EventType;
 use crate::http::Page;
 use crate::ids::TenantId;
@@ -218,17 +220,10 @@ impl NotifyStore {
     }
 
     pub async fn endpoint(&self, tenant: &TenantId) -> Result<Option<Endpoint>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(ENDPOINT_SK))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading a webhook endpoint"))?;
-        let Some(item) = out.item else { return Ok(None) };
+        let item =
+            get_consistent(&self.client, &self.table, tenant.as_str(), ENDPOINT_SK, "reading a webhook endpoint")
+                .await?;
+        let Some(item) = item else { return Ok(None) };
         let events = item.get("events").and_then(|v| v.as_ss().ok()).cloned().unwrap_or_default();
         Ok(Some(Endpoint {
             url: req_s(&item, "url")?,
@@ -242,20 +237,7 @@ impl NotifyStore {
 
     /// Removes the endpoint; `NotFound` when there is none.
     pub async fn delete_endpoint(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(ENDPOINT_SK))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(unavailable("deleting a webhook endpoint")(e)),
-        }
+        delete_existing(&self.client, &self.table, tenant.as_str(), ENDPOINT_SK, "deleting a webhook endpoint").await
     }
 
     /// Stores a new delivery; `false` when one with its id exists already (a redelivered message).
@@ -286,17 +268,10 @@ impl NotifyStore {
     }
 
     pub async fn delivery(&self, tenant: &TenantId, id: &str) -> Result<Option<Delivery>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(delivery_sk(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading a webhook delivery"))?;
-        Ok(out.item.as_ref().map(delivery_from).transpose()?)
+        let sk = delivery_sk(id);
+        let item =
+            get_consistent(&self.client, &self.table, tenant.as_str(), &sk, "reading a webhook delivery").await?;
+        Ok(item.as_ref().map(delivery_from).transpose()?)
     }
 
     /// Removes a delivery that was never queued (a replay whose message could not be sent).

@@ -248,17 +248,16 @@ impl SubscriptionStore {
     }
 
     pub async fn get(&self, tenant: &TenantId, p: ProviderId, scope: &str) -> Result<Option<Subscription>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(sub_sk(p, scope)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading a webhook subscription"))?;
-        Ok(out.item.as_ref().and_then(Self::from_item))
+        let sk = sub_sk(p, scope);
+        let item = crate::dynamo::get_consistent(
+            &self.client,
+            &self.table,
+            tenant.as_str(),
+            &sk,
+            "reading a webhook subscription",
+        )
+        .await?;
+        Ok(item.as_ref().and_then(Self::from_item))
     }
 
     /// The tenant's subscriptions at the provider whose scope starts with `scope_prefix` (`""`: all).

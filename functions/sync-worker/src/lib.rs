@@ -187,12 +187,13 @@ impl Worker {
         }
         if let (Some(chunk), Some(progress)) = (&job.backfill, &conn.backfill) {
             // Next chunk first, checkpoint second: a crash in between repeats a chunk, never skips one.
-            if let Some(next) = job.continuation() {
-                self.queue.send(&next).await.map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?;
+            let next = job.continuation();
+            if let Some(next) = &next {
+                self.queue.send(next).await.map_err(|e| Failure::Retry { after: 30, why: format!("{e:#}") })?;
             }
             let moved = store.checkpoint_backfill(job, chunk, progress, written).await.map_err(|e| retry(&e))?;
             tracing::info!(start = %chunk.start, end = %chunk.end, moved, "backfill chunk done");
-            if moved && job.continuation().is_none() {
+            if moved && next.is_none() {
                 let days = u32::try_from(progress.days_total).unwrap_or(0);
                 let items = u64::try_from(progress.items).unwrap_or(0) + written as u64;
                 let event = Event::backfill_completed(&job.tenant_id, &job.user_id, job.provider, days, items);

@@ -19,7 +19,7 @@ use aws_sdk_dynamodb::types::{KeysAndAttributes, Put, ReturnValue, TransactWrite
 
 use super::{ApiKey, AuthSettings, Status, Tenant, TenantName, User, UserPatch};
 use crate::apikey::{self, NewKey};
-use crate::dynamo::{Item, conditional_failed, get_s, req_s, s, unavailable};
+use crate::dynamo::{Item, conditional_failed, delete_existing, get_consistent, get_s, req_s, s, unavailable};
 use crate::error::ApiError;
 use crate::http::Page;
 use crate::ids::{Email, ExternalId, KeyId, TenantId, UserId};
@@ -493,17 +493,9 @@ impl TenancyStore {
         tenant: &TenantId,
         external_id: &ExternalId,
     ) -> Result<Option<User>, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(ext_sk(external_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading an external id"))?;
-        let Some(user_id) = out.item().and_then(|i| get_s(i, "user_id")) else {
+        let sk = ext_sk(external_id);
+        let marker = get_consistent(&self.client, &self.table, tenant.as_str(), &sk, "reading an external id").await?;
+        let Some(user_id) = marker.as_ref().and_then(|i| get_s(i, "user_id")) else {
             return Ok(None);
         };
         let user_id = UserId::parse(user_id).context("stored external id marker")?;
@@ -515,17 +507,8 @@ impl TenancyStore {
     }
 
     pub async fn get_user(&self, tenant: &TenantId, id: &UserId) -> Result<User, StoreError> {
-        let out = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(user_sk(id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable("reading a user"))?;
-        Ok(user_from(out.item().ok_or(StoreError::NotFound)?)?)
+        let item = get_consistent(&self.client, &self.table, tenant.as_str(), &user_sk(id), "reading a user").await?;
+        Ok(user_from(item.as_ref().ok_or(StoreError::NotFound)?)?)
     }
 
     pub async fn list_users(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<User>, Option<String>), StoreError> {
@@ -613,20 +596,7 @@ impl TenancyStore {
     }
 
     pub async fn delete_auth(&self, tenant: &TenantId) -> Result<(), StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(AUTH_SK))
-            .condition_expression("attribute_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if conditional_failed(&e) => Err(StoreError::NotFound),
-            Err(e) => Err(unavailable("deleting login settings")(e)),
-        }
+        delete_existing(&self.client, &self.table, tenant.as_str(), AUTH_SK, "deleting login settings").await
     }
 
     /// Every tenant whose login uses this issuer (usually one).
