@@ -138,7 +138,7 @@ impl DataStore {
                 ("points".to_owned(), doc(&points)?),
             ]);
             if let Some(device) = &samples[0].source.device {
-                item.insert("device".to_owned(), s(device));
+                item.insert("device".to_owned(), s(&**device));
             }
             if let Some(o) = samples[0].utc_offset {
                 item.insert("utc_offset".to_owned(), s(format_offset(o)));
@@ -231,7 +231,7 @@ impl DataStore {
         }
         if let Some(device) = &d.source.device {
             sets.push("device = :device");
-            req = req.expression_attribute_values(":device", s(device));
+            req = req.expression_attribute_values(":device", s(&**device));
         }
         let metric_sets: Vec<String> = d.metrics.keys().map(|m| format!("{0} = :{0}", m.as_str())).collect();
         for (m, v) in &d.metrics {
@@ -375,7 +375,7 @@ impl DataStore {
                 continue;
             };
             let utc_offset = get_s(item, "utc_offset").and_then(parse_offset);
-            let device = get_s(item, "device").map(str::to_owned);
+            let device: Option<std::sync::Arc<str>> = get_s(item, "device").map(Into::into);
             for (t, value) in points {
                 let Ok(time) = OffsetDateTime::from_unix_timestamp(t) else { continue };
                 let position = (t, source.as_str().to_owned());
@@ -395,7 +395,7 @@ impl DataStore {
 fn daily_of(item: &Item) -> Option<StoredDaily> {
     let day = get_s(item, "day").and_then(parse_day)?;
     let name = get_s(item, "source").and_then(|s| SourceName::parse(s).ok())?;
-    let mut record = DailyRecord::new(day, Source { name, device: get_s(item, "device").map(str::to_owned) });
+    let mut record = DailyRecord::new(day, Source { name, device: get_s(item, "device").map(Into::into) });
     record.utc_offset = get_s(item, "utc_offset").and_then(parse_offset);
     for m in Metric::ALL {
         record.set(m, item.get(m.as_str()).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()));

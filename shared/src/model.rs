@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use time::{Date, OffsetDateTime, UtcOffset};
@@ -100,14 +101,14 @@ impl fmt::Display for Metric {
 /// and `_`. Source priority is per source name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct SourceName(String);
+pub struct SourceName(Arc<str>);
 
 impl SourceName {
     pub fn parse(raw: &str) -> Result<Self, String> {
         let ok = !raw.is_empty()
             && raw.len() <= 40
             && raw.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-        if ok { Ok(Self(raw.to_owned())) } else { Err(format!("`{raw}` is not a source name like `oura`")) }
+        if ok { Ok(Self(raw.into())) } else { Err(format!("`{raw}` is not a source name like `oura`")) }
     }
 
     pub fn as_str(&self) -> &str {
@@ -116,13 +117,13 @@ impl SourceName {
 
     /// The source of everything imported from Apple Health exports and pushes.
     pub fn apple_health() -> Self {
-        Self("apple_health".to_owned())
+        Self("apple_health".into())
     }
 }
 
 impl From<crate::providers::ProviderId> for SourceName {
     fn from(p: crate::providers::ProviderId) -> Self {
-        Self(p.as_str().to_owned())
+        Self(p.as_str().into())
     }
 }
 
@@ -135,7 +136,7 @@ impl TryFrom<String> for SourceName {
 
 impl From<SourceName> for String {
     fn from(s: SourceName) -> String {
-        s.0
+        s.0.to_string()
     }
 }
 
@@ -145,12 +146,13 @@ impl fmt::Display for SourceName {
     }
 }
 
-/// A source and, when known, the device or app within it ("Oura Ring Gen3", "Apple Watch").
+/// A source and, when known, the device or app within it ("Oura Ring Gen3", "Apple Watch"). Both are shared
+/// strings: an import emits millions of samples from a handful of sources, and a clone is a counter bump.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Source {
     pub name: SourceName,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device: Option<String>,
+    pub device: Option<Arc<str>>,
 }
 
 impl Source {

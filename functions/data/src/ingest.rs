@@ -113,7 +113,7 @@ fn device_rank(device: &str) -> (u8, &str) {
 }
 
 fn source(device: Option<&str>) -> Source {
-    Source { name: SourceName::apple_health(), device: device.map(str::to_owned) }
+    Source { name: SourceName::apple_health(), device: device.map(Into::into) }
 }
 
 /// A stable id from what identifies a session, so a re-push rewrites the same item.

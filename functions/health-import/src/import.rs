@@ -11,6 +11,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -285,7 +286,7 @@ struct Run<'o, 's, S: Sink + ?Sized> {
     state: State,
     ranks: Vec<u32>,
     names: Vec<String>,
-    devices: Vec<Option<String>>,
+    devices: Vec<Option<Arc<str>>>,
     out: Batcher,
     sink: &'s mut S,
     source: SourceName,
@@ -301,8 +302,8 @@ fn item_id(parts: &[&str]) -> String {
     h.finalize().iter().take(12).map(|b| format!("{b:02x}")).collect()
 }
 
-fn device_of(sources: &Sources, id: u32) -> Option<String> {
-    sources.get(id).map(|s| s.device_name.clone().unwrap_or_else(|| s.name.clone()))
+fn device_of(sources: &Sources, id: u32) -> Option<Arc<str>> {
+    sources.get(id).map(|s| s.device_name.as_deref().unwrap_or(&s.name).into())
 }
 
 impl<S: Sink + ?Sized> Run<'_, '_, S> {

@@ -249,11 +249,34 @@ impl Sources {
         {
             return *id;
         }
+        // Exports hold a handful of sources, and records from two of them interleave: a scan over the list
+        // finds one without allocating; the map serves exports with many apps.
+        let known = (self.list.len() <= 16)
+            .then(|| self.list.iter().position(|s| s.key.0.as_bytes() == name && s.key.1.as_bytes() == device))
+            .flatten();
+        let id = match known {
+            Some(id) => id as u32,
+            None => self.intern_slow(name, device),
+        };
+        match &mut self.last {
+            Some((n, d, last)) => {
+                n.clear();
+                n.extend_from_slice(name);
+                d.clear();
+                d.extend_from_slice(device);
+                *last = id;
+            }
+            None => self.last = Some((name.to_vec(), device.to_vec(), id)),
+        }
+        id
+    }
+
+    fn intern_slow(&mut self, name: &[u8], device: &[u8]) -> u32 {
         if self.index.len() != self.list.len() {
             self.index = self.list.iter().enumerate().map(|(i, s)| (s.key.clone(), i as u32)).collect();
         }
         let key = (String::from_utf8_lossy(name).into_owned(), String::from_utf8_lossy(device).into_owned());
-        let id = match self.index.get(&key) {
+        match self.index.get(&key) {
             Some(id) => *id,
             None => {
                 let id = self.list.len() as u32;
@@ -270,9 +293,7 @@ impl Sources {
                 self.index.insert(key, id);
                 id
             }
-        };
-        self.last = Some((name.to_vec(), device.to_vec(), id));
-        id
+        }
     }
 
     pub fn get(&self, id: u32) -> Option<&SourceInfo> {
