@@ -32,6 +32,10 @@ pub struct Config {
     pub import_queue_url: Option<String>,
     /// `TENANTRY_<PROVIDER>_URL` overrides of provider endpoints.
     pub providers: crate::providers::Overrides,
+    /// Budgets, rate windows and the usage ledger (`METER_TABLE`).
+    pub meter_table: Option<String>,
+    /// `TENANTRY_ANTHROPIC_URL` and `TENANTRY_OPENAI_URL`: where the AI proxy sends calls (unset: the real APIs).
+    pub llm_urls: std::collections::HashMap<crate::meter::LlmProvider, String>,
 }
 
 impl Config {
@@ -59,7 +63,14 @@ impl Config {
         let notify_dead_letters_url = get("NOTIFY_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         let import_bucket = get("IMPORT_BUCKET").filter(|v| !v.is_empty());
         let import_queue_url = get("IMPORT_QUEUE_URL").filter(|v| !v.is_empty());
+        let meter_table = get("METER_TABLE").filter(|v| !v.is_empty());
+        let llm_urls = crate::meter::LlmProvider::ALL
+            .into_iter()
+            .filter_map(|p| get(p.env_var()).filter(|v| !v.is_empty()).map(|u| (p, u)))
+            .collect();
         Ok(Self {
+            meter_table,
+            llm_urls,
             import_bucket,
             import_queue_url,
             tenancy_table,

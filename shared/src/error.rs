@@ -26,13 +26,15 @@ pub struct ApiError {
     pub code: Cow<'static, str>,
     pub message: String,
     pub retry_after_secs: Option<u64>,
+    /// More fields of the error object beside code, message and request id (a budget's `reset_at`).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
     #[source]
     pub source: Option<anyhow::Error>,
 }
 
 impl ApiError {
     pub fn new(status: StatusCode, code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self { status, code: code.into(), message: message.into(), retry_after_secs: None, source: None }
+        Self { status, code: code.into(), message: message.into(), retry_after_secs: None, details: None, source: None }
     }
 
     /// 400: the request itself must change.
@@ -75,9 +77,28 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, "service_unavailable", message)
     }
 
+    /// 429 with `Retry-After`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        e.retry_after_secs = Some(retry_after_secs.max(1));
+        e
+    }
+
+    /// Adds a field to the error object.
+    pub fn with_detail(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
+        self.details.get_or_insert_with(Default::default).insert(key.to_owned(), value.into());
+        self
+    }
+
     /// The JSON body in the API's error shape.
     pub fn body(&self, request_id: &str) -> serde_json::Value {
-        json!({"error": {"code": self.code, "message": self.message, "request_id": request_id}})
+        let mut body = json!({"error": {"code": self.code, "message": self.message, "request_id": request_id}});
+        if let (Some(details), Some(error)) = (&self.details, body["error"].as_object_mut()) {
+            for (k, v) in details {
+                error.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        body
     }
 }
 

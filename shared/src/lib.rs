@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod imports;
 pub mod jwt;
+pub mod meter;
 pub mod model;
 pub mod notify;
 pub mod oauth;
