@@ -23,18 +23,21 @@ pub enum EventType {
     DataUpdated,
     #[serde(rename = "backfill.completed")]
     BackfillCompleted,
+    #[serde(rename = "usage.threshold")]
+    UsageThreshold,
     #[serde(rename = "ping")]
     Ping,
 }
 
 impl EventType {
     /// What a tenant may subscribe to (`ping` is always delivered).
-    pub const SUBSCRIBABLE: [Self; 5] = [
+    pub const SUBSCRIBABLE: [Self; 6] = [
         Self::ConnectionCreated,
         Self::ConnectionUpdated,
         Self::ConnectionError,
         Self::DataUpdated,
         Self::BackfillCompleted,
+        Self::UsageThreshold,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl EventType {
             Self::ConnectionError => "connection.error",
             Self::DataUpdated => "data.updated",
             Self::BackfillCompleted => "backfill.completed",
+            Self::UsageThreshold => "usage.threshold",
             Self::Ping => "ping",
         }
     }
@@ -148,6 +152,22 @@ impl Event {
     }
 
     /// A test event for the tenant's endpoint.
+    /// A user's AI usage passed `percent` of the plan's monthly tokens (once a period).
+    pub fn usage_threshold(
+        tenant: &TenantId,
+        user: &UserId,
+        period: &str,
+        percent: u64,
+        tokens_committed: u64,
+        tokens_limit: u64,
+    ) -> Self {
+        let data = json!({
+            "user_id": user, "period": period, "percent": percent,
+            "tokens_committed": tokens_committed, "tokens_limit": tokens_limit,
+        });
+        Self::new(tenant, EventType::UsageThreshold, data)
+    }
+
     pub fn ping(tenant: &TenantId) -> Self {
         Self::new(tenant, EventType::Ping, json!({"message": "webhook endpoint test from Tenantry"}))
     }

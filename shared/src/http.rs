@@ -47,6 +47,10 @@ impl<S: Send + Sync> FromRequestParts<S> for Principal {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        // A function behind a Function URL authenticates in-process and leaves the principal here.
+        if let Some(p) = parts.extensions.get::<Principal>() {
+            return Ok(p.clone());
+        }
         Ok(authorizer_context(parts).map(Principal::from_context).unwrap_or_else(Principal::missing))
     }
 }
@@ -108,6 +112,44 @@ impl<S: Send + Sync> FromRequestParts<S> for EndUserScope {
             Principal::EndUser { tenant_id, user_id } => Ok(EndUserScope { tenant_id, user_id }),
             other => Err(refused(other, "an end user's token from the tenant's login", "end_user_token_required")),
         }
+    }
+}
+
+/// Whose data a request is about: the path's `{user_id}`, for a tenant key; the signed-in end user on
+/// `/v1/me/...`. A malformed user id is a 404 like any user the tenant does not have.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub tenant: TenantId,
+    pub user: UserId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Subject {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let params = axum::extract::Path::<HashMap<String, String>>::from_request_parts(parts, state).await.ok();
+        match params.as_ref().and_then(|p| p.get("user_id")) {
+            Some(raw) => {
+                let scope = TenantScope::from_request_parts(parts, state).await?;
+                let user = UserId::parse(raw).map_err(|_| ApiError::not_found("user"))?;
+                Ok(Self { tenant: scope.tenant_id, user })
+            }
+            None => {
+                let scope = EndUserScope::from_request_parts(parts, state).await?;
+                Ok(Self { tenant: scope.tenant_id, user: scope.user_id })
+            }
+        }
+    }
+}
+
+impl Subject {
+    pub fn tenant(&self) -> &TenantId {
+        &self.tenant
+    }
+
+    /// The user the request is about.
+    pub fn user(&self) -> &UserId {
+        &self.user
     }
 }
 

@@ -16,7 +16,7 @@ use shared::ids::{TenantId, UserId};
 use shared::imports::{Import, ImportId, ImportStatus, object_key};
 
 use crate::AppState;
-use crate::reads::Subject;
+use crate::reads::{Subject, SubjectStore};
 
 /// How long an upload URL stays valid.
 const UPLOAD_TTL: Duration = Duration::from_secs(3600);

@@ -2,59 +2,30 @@
 //! the `/v1/me/...` twins with an end user's token. Daily values are merged across sources by the tenant's
 //! source priority (one value per metric and day, never a sum) unless `view=sources` asks for every source.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
-use axum::extract::{FromRequestParts, Path, State};
-use axum::http::request::Parts;
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use shared::ApiError;
 use shared::datastore::{DataStore, DayRecord, parse_sample_position};
-use shared::http::{EndUserScope, Json, PageParams, Query, TenantScope, list_body};
-use shared::ids::{TenantId, UserId};
+use shared::http::{Json, PageParams, Query, list_body};
 use shared::model::{Metric, SampleKind, SleepSession, Workout};
 use shared::time::{format_day, format_offset, parse, parse_day};
 use time::Date;
 
 use crate::AppState;
 
-/// Whose data a request reads: the path's user, for a tenant key; the signed-in end user on `/v1/me/...`.
-pub struct Subject {
-    tenant: TenantId,
-    user: UserId,
+pub use shared::http::Subject;
+
+/// The user's data store, after checking that the user is the tenant's (another tenant's is a 404).
+pub trait SubjectStore {
+    async fn store(&self, app: &AppState) -> Result<(shared::tenancy::TenancyStore, DataStore), ApiError>;
 }
 
-impl FromRequestParts<AppState> for Subject {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let params = Path::<HashMap<String, String>>::from_request_parts(parts, state).await.ok();
-        match params.as_ref().and_then(|p| p.get("user_id")) {
-            Some(raw) => {
-                let scope = TenantScope::from_request_parts(parts, state).await?;
-                Ok(Self { tenant: scope.tenant_id, user: crate::user_id(raw)? })
-            }
-            None => {
-                let scope = EndUserScope::from_request_parts(parts, state).await?;
-                Ok(Self { tenant: scope.tenant_id, user: scope.user_id })
-            }
-        }
-    }
-}
-
-impl Subject {
-    pub fn tenant(&self) -> &TenantId {
-        &self.tenant
-    }
-
-    /// The user the request is about.
-    pub fn user(&self) -> &UserId {
-        &self.user
-    }
-
-    /// The user's data store, after checking that the user is the tenant's (another tenant's is a 404).
-    pub async fn store(&self, app: &AppState) -> Result<(shared::tenancy::TenancyStore, DataStore), ApiError> {
+impl SubjectStore for Subject {
+    async fn store(&self, app: &AppState) -> Result<(shared::tenancy::TenancyStore, DataStore), ApiError> {
         let tenancy = app.stores.tenant(&self.tenant).await?;
         tenancy.get_user(&self.tenant, &self.user).await.map_err(|e| e.into_api("user"))?;
         let data = tenancy.data_store(&app.data_table);

@@ -222,10 +222,17 @@ pub enum EventOutcome {
     KeyReused,
 }
 
+/// A tenant's plans, metering settings, sealed LLM keys and users' plans, in the tenancy table.
+#[derive(Clone)]
+pub struct PlanStore {
+    client: Client,
+    tenancy_table: String,
+}
+
+/// Budgets, rate windows, usage counters and the ledger, in the meter table.
 #[derive(Clone)]
 pub struct MeterStore {
     client: Client,
-    tenancy_table: String,
     meter_table: String,
 }
 
@@ -237,12 +244,10 @@ fn new_ledger_id() -> String {
     format!("led_{}", ulid::Ulid::new().to_string().to_lowercase())
 }
 
-impl MeterStore {
-    pub fn new(client: Client, tenancy_table: impl Into<String>, meter_table: impl Into<String>) -> Self {
-        Self { client, tenancy_table: tenancy_table.into(), meter_table: meter_table.into() }
+impl PlanStore {
+    pub fn new(client: Client, tenancy_table: impl Into<String>) -> Self {
+        Self { client, tenancy_table: tenancy_table.into() }
     }
-
-    // ----- tenant settings (tenancy table) -----
 
     async fn get_doc<T: serde::de::DeserializeOwned>(&self, tenant: &TenantId, sk: &str) -> Result<Option<T>, StoreError> {
         let item = get_consistent(&self.client, &self.tenancy_table, tenant.as_str(), sk, "reading metering settings")
@@ -419,7 +424,12 @@ impl MeterStore {
         }
     }
 
-    // ----- budgets, rate windows and the ledger (meter table) -----
+}
+
+impl MeterStore {
+    pub fn new(client: Client, meter_table: impl Into<String>) -> Self {
+        Self { client, meter_table: meter_table.into() }
+    }
 
     /// Checks the plan's budget and rate for one call and reserves `input_estimate + max_output` tokens in one
     /// conditional write. `max_output` is lowered to what the budget and grace leave; a call that would

@@ -144,6 +144,16 @@ impl TenancyStore {
         crate::datastore::DataStore::new(self.client.clone(), table)
     }
 
+    /// Plans, metering settings and LLM keys on the same table and credentials.
+    pub fn plan_store(&self) -> crate::meter::PlanStore {
+        crate::meter::PlanStore::new(self.client.clone(), &self.table)
+    }
+
+    /// Budgets and the usage ledger in `meter_table`, with the same credentials.
+    pub fn meter_store(&self, meter_table: &str) -> crate::meter::MeterStore {
+        crate::meter::MeterStore::new(self.client.clone(), meter_table)
+    }
+
     /// The tenant's source priority on the same table and credentials.
     pub fn priority_store(&self) -> crate::priority::PriorityStore {
         crate::priority::PriorityStore::new(self.client.clone(), &self.table)
