@@ -477,6 +477,7 @@ async fn anthropic_refuses_bad_keys_versions_bodies_and_models_like_the_real_api
         (None, Some("2023-06-01"), good.clone(), 401, "authentication_error"),
         (Some("not-a-key-1234"), Some("2023-06-01"), good.clone(), 401, "authentication_error"),
         (Some(ANTHROPIC_KEY), None, good.clone(), 400, "invalid_request_error"),
+        (Some(ANTHROPIC_KEY), Some("latest"), good.clone(), 400, "invalid_request_error"),
         (Some(ANTHROPIC_KEY), Some("2023-06-01"), "{\"model\": ".into(), 400, "invalid_request_error"),
         (
             Some(ANTHROPIC_KEY),
@@ -526,7 +527,33 @@ async fn anthropic_refuses_bad_keys_versions_bodies_and_models_like_the_real_api
     assert!(err["error"]["message"].as_str().expect("message").contains("max_tokens"), "{err}");
     let state = sb.state().await;
     assert_eq!(state["responses"], json!([]), "refused requests report nothing");
-    assert_eq!(state["by_status"]["400"], 6);
+    assert_eq!(state["by_status"]["400"], 7);
+}
+
+#[tokio::test]
+async fn anthropic_takes_the_key_as_a_bearer_token_and_any_dated_version_as_the_python_sdk_2_sends_them() {
+    let sb = start(Llm::Anthropic).await;
+    let res = sb
+        .http
+        .post(sb.url("/v1/messages"))
+        .bearer_auth("sk-ant-sdk-two-5678")
+        .header("anthropic-version", "2026-10-21")
+        .json(&ask("hi"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::OK);
+    let res = sb
+        .http
+        .post(sb.url("/v1/messages"))
+        .bearer_auth("not-anthropic")
+        .header("anthropic-version", "2026-10-21")
+        .json(&ask("hi"))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(sb.state().await["responses"][0]["api_key_suffix"], "5678");
 }
 
 #[tokio::test]

@@ -13,8 +13,12 @@ use super::stream::{self, SseEvent};
 use super::text::{DEFAULT_OUTPUT_TOKENS, Directives, count_input_tokens, last_user_text, reply_pieces};
 use super::{App, Llm, LlmError, hang, key_suffix, random_id, request_id};
 
-/// `anthropic-version` values the API accepts.
-const VERSIONS: [&str; 2] = ["2023-06-01", "2023-01-01"];
+/// A well-formed `anthropic-version` (a date, `YYYY-MM-DD`). The API has `2023-06-01`; SDK releases of late 2026
+/// send later dates (`2026-10-21`), so any date is taken.
+fn is_version(v: &str) -> bool {
+    let b = v.as_bytes();
+    b.len() == 10 && b.iter().enumerate().all(|(i, c)| if i == 4 || i == 7 { *c == b'-' } else { c.is_ascii_digit() })
+}
 
 fn invalid(message: impl Into<String>) -> LlmError {
     LlmError::new(StatusCode::BAD_REQUEST, "invalid_request_error", message)
@@ -37,7 +41,9 @@ fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// The checks the real API makes, in its order: key, version, JSON, fields, model. `generation` adds
 /// `max_tokens` and `stream` (count_tokens takes neither).
 fn check(headers: &HeaderMap, raw: &[u8], generation: bool) -> Result<Checked, LlmError> {
-    let key = header_str(headers, "x-api-key").ok_or_else(|| {
+    // The key comes in `x-api-key`, or as `Authorization: Bearer` (how the Python SDK 2.x sends it).
+    let bearer = header_str(headers, "authorization").and_then(|v| v.strip_prefix("Bearer ")).map(str::trim);
+    let key = header_str(headers, "x-api-key").or(bearer).filter(|k| !k.is_empty()).ok_or_else(|| {
         LlmError::new(StatusCode::UNAUTHORIZED, "authentication_error", "x-api-key header is required")
     })?;
     if !key.starts_with("sk-ant-") {
@@ -45,8 +51,8 @@ fn check(headers: &HeaderMap, raw: &[u8], generation: bool) -> Result<Checked, L
     }
     match header_str(headers, "anthropic-version") {
         None => return Err(invalid("anthropic-version: header is required")),
-        Some(v) if !VERSIONS.contains(&v) => {
-            return Err(invalid(format!("anthropic-version: invalid version {v:?}; use 2023-06-01")));
+        Some(v) if !is_version(v) => {
+            return Err(invalid(format!("anthropic-version: invalid version {v:?}; expected a date like 2023-06-01")));
         }
         Some(_) => {}
     }
