@@ -20,6 +20,7 @@ mod data_withings;
 mod days;
 mod hooks;
 mod ids;
+pub mod llm;
 mod pages;
 mod people;
 mod provider;
