@@ -27,7 +27,8 @@ pub struct TestStack {
     pub table: String,
     /// The issuer URL of this test's JWKS server (its JWKS is at `{issuer}/jwks.json`).
     pub issuer: String,
-    /// This test's sandbox providers by provider id (`oura` -> `http://127.0.0.1:PORT`).
+    /// This test's sandbox providers by provider id (`oura` -> `http://127.0.0.1:PORT`), and the sandbox
+    /// LLM APIs (`anthropic`, `openai`).
     pub sandboxes: std::collections::HashMap<String, String>,
     /// The KMS key of this stack's token vault.
     pub token_key_id: String,
@@ -87,6 +88,12 @@ async fn try_start(
         extra_env.insert(r.provider.env_var().to_owned(), r.url.clone());
         sandboxes.insert(r.provider.id().to_owned(), r.url.clone());
     }
+    // The LLM APIs behind the meter, by id too (`anthropic`, `openai`); a test's own env wins.
+    let llms = sandbox::llm::start_all(std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    for r in &llms {
+        extra_env.entry(r.llm.env_var().to_owned()).or_insert_with(|| r.url.clone());
+        sandboxes.insert(r.llm.id().to_owned(), r.url.clone());
+    }
     let options = Options {
         prefix: prefix.clone(),
         operator_key: operator_key.clone(),
@@ -103,7 +110,7 @@ async fn try_start(
     let refs = stack.provisioned.refs.clone();
     // The sandboxes live as long as the test's runtime: they stop when `running` is dropped with it.
     tokio::spawn(async move {
-        let _keep = running;
+        let _keep = (running, llms);
         std::future::pending::<()>().await
     });
     // Sync jobs run as they would in Lambda; the pollers end with the test's runtime.

@@ -1,6 +1,7 @@
 //! The control plane: the operator's tenant registry (`/admin/v1`), a tenant's API keys and settings
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
+pub mod meter_settings;
 pub mod provider_settings;
 pub mod webhook_settings;
 
@@ -59,6 +60,15 @@ pub fn routes() -> Routes<AppState> {
         .post("/v1/settings/webhooks/test", webhook_settings::test_webhooks)
         .get("/v1/webhook-deliveries", webhook_settings::list_deliveries)
         .post("/v1/webhook-deliveries/{delivery_id}/replay", webhook_settings::replay_delivery)
+        .get("/v1/settings/plans", meter_settings::list_plans)
+        .get("/v1/settings/plans/{plan}", meter_settings::get_plan)
+        .put("/v1/settings/plans/{plan}", meter_settings::put_plan)
+        .delete("/v1/settings/plans/{plan}", meter_settings::delete_plan)
+        .get("/v1/settings/metering", meter_settings::get_metering)
+        .put("/v1/settings/metering", meter_settings::put_metering)
+        .get("/v1/settings/llm", meter_settings::list_llm)
+        .put("/v1/settings/llm/{provider}", meter_settings::put_llm)
+        .delete("/v1/settings/llm/{provider}", meter_settings::delete_llm)
         .get("/openapi.json", openapi)
 }
 

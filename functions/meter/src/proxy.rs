@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 use shared::ApiError;
 use shared::events::Event;
 use shared::http::Subject;
-use shared::meter::{Admission, LedgerEntry, LlmProvider, MeterStore, ModelPrice, Reservation, TokenUsage, price, prices};
+use shared::meter::{
+    Admission, LedgerEntry, LlmProvider, MeterStore, ModelPrice, Reservation, TokenUsage, price, prices,
+};
 use shared::tenancy::Status;
 
 use crate::AppState;
@@ -90,11 +92,8 @@ fn parse_call(api: LlmProvider, raw: &[u8]) -> Result<Call, ApiError> {
         LlmProvider::OpenAi => limit_field("max_completion_tokens")?.or(limit_field("max_tokens")?),
     };
     let stream = body.get("stream").and_then(Value::as_bool).unwrap_or(false);
-    let wants_usage_chunk = body
-        .get("stream_options")
-        .and_then(|o| o.get("include_usage"))
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let wants_usage_chunk =
+        body.get("stream_options").and_then(|o| o.get("include_usage")).and_then(Value::as_bool).unwrap_or(false);
     // About four bytes a token for text; JSON syntax makes this an overestimate, which settling corrects.
     let input_estimate = (raw.len() as u64).div_ceil(4) + 8;
     Ok(Call { api, body, price, max_output, stream, wants_usage_chunk, input_estimate })
@@ -149,7 +148,10 @@ async fn proxy(
         )
     })?;
     let plan = plans.get_plan(who.tenant(), &plan_name).await.map_err(|e| e.into_api("plan"))?.ok_or_else(|| {
-        ApiError::conflict("no_plan", format!("the plan `{plan_name}` does not exist; create it with PUT /v1/settings/plans/{plan_name}"))
+        ApiError::conflict(
+            "no_plan",
+            format!("the plan `{plan_name}` does not exist; create it with PUT /v1/settings/plans/{plan_name}"),
+        )
     })?;
     if !plan.allows(call.price.model) {
         return Err(ApiError::forbidden(
@@ -163,7 +165,11 @@ async fn proxy(
         let mut e = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "upstream_unavailable",
-            format!("{} has been failing; calls resume after a successful probe (in about {} s)", api.display_name(), wait.as_secs().max(1)),
+            format!(
+                "{} has been failing; calls resume after a successful probe (in about {} s)",
+                api.display_name(),
+                wait.as_secs().max(1)
+            ),
         );
         e.retry_after_secs = Some(wait.as_secs().max(1));
         return Err(e);
@@ -186,7 +192,10 @@ async fn proxy(
         Ok(Admission::RateLimited { retry_after_secs }) => {
             abandon(app);
             return Err(ApiError::rate_limited(
-                format!("the plan `{plan_name}` allows {} calls a minute; retry after {retry_after_secs} s", plan.requests_per_minute),
+                format!(
+                    "the plan `{plan_name}` allows {} calls a minute; retry after {retry_after_secs} s",
+                    plan.requests_per_minute
+                ),
                 retry_after_secs,
             ));
         }
@@ -239,8 +248,14 @@ async fn proxy(
             app.breaker.failure(who.tenant(), api, Instant::now());
             ctx.release().await;
             let (code, message) = match failed {
-                Err(_) => ("upstream_timeout", format!("{} did not answer within {} s", api.display_name(), app.tuning.first_byte.as_secs())),
-                Ok(Err(e)) => ("upstream_unavailable", format!("{} could not be reached: {}", api.display_name(), without_url(&e))),
+                Err(_) => (
+                    "upstream_timeout",
+                    format!("{} did not answer within {} s", api.display_name(), app.tuning.first_byte.as_secs()),
+                ),
+                Ok(Err(e)) => (
+                    "upstream_unavailable",
+                    format!("{} could not be reached: {}", api.display_name(), without_url(&e)),
+                ),
                 Ok(Ok(_)) => unreachable_ok(),
             };
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message));
@@ -330,8 +345,15 @@ async fn pass_through(upstream: reqwest::Response) -> Response {
     let mut headers = HeaderMap::new();
     for (name, value) in upstream.headers() {
         let n = name.as_str();
-        if n == "content-type" || n == "retry-after" || n.contains("ratelimit") || n == "request-id" || n == "x-request-id" {
-            if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(value.as_bytes())) {
+        if n == "content-type"
+            || n == "retry-after"
+            || n.contains("ratelimit")
+            || n == "request-id"
+            || n == "x-request-id"
+        {
+            if let (Ok(name), Ok(value)) =
+                (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
+            {
                 headers.insert(name, value);
             }
         }

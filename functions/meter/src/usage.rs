@@ -42,7 +42,12 @@ fn anthropic(usage: &Value, mut t: TokenUsage) -> TokenUsage {
 fn openai(usage: &Value) -> TokenUsage {
     let prompt = u(usage, "prompt_tokens").unwrap_or(0);
     let cached = usage.get("prompt_tokens_details").and_then(|d| u(d, "cached_tokens")).unwrap_or(0).min(prompt);
-    TokenUsage { input: prompt - cached, output: u(usage, "completion_tokens").unwrap_or(0), cache_read: cached, cache_write: 0 }
+    TokenUsage {
+        input: prompt - cached,
+        output: u(usage, "completion_tokens").unwrap_or(0),
+        cache_read: cached,
+        cache_write: 0,
+    }
 }
 
 /// Cuts a byte stream into SSE events (each ending in a blank line) and follows the usage in them.
@@ -205,7 +210,10 @@ mod tests {
             Some(TokenUsage { input: 3, output: 4, cache_read: 0, cache_write: 5 })
         );
         let o = json!({"usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}});
-        assert_eq!(from_body(LlmProvider::OpenAi, &o), Some(TokenUsage { input: 3, output: 4, cache_read: 0, cache_write: 0 }));
+        assert_eq!(
+            from_body(LlmProvider::OpenAi, &o),
+            Some(TokenUsage { input: 3, output: 4, cache_read: 0, cache_write: 0 })
+        );
         assert_eq!(from_body(LlmProvider::OpenAi, &json!({"error": {}})), None);
     }
 }

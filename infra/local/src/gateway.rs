@@ -69,6 +69,34 @@ pub fn gateway(
     Ok(router.fallback(|| async { (StatusCode::NOT_FOUND, axum::Json(json!({"message": "Not Found"}))) }))
 }
 
+/// Adds a Function URL's routes: they reach the function's router as they are, with no authorizer in front
+/// (the function authenticates itself, as behind a real Function URL).
+pub fn function_url(router: Router, served: &[(axum::http::Method, &'static str)], function: Router) -> Router {
+    let mut paths: Vec<&str> = served.iter().map(|(_, p)| *p).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    paths.into_iter().fold(router, |r, path| {
+        let function = function.clone();
+        let handler = move |req: Request| {
+            let function = function.clone();
+            // A fresh request, as Lambda builds one from the URL's event: the function's router matches the
+            // path itself, with none of this router's extensions (matched path, parameters).
+            let (parts, body) = req.into_parts();
+            let mut fresh = Request::new(body);
+            *fresh.method_mut() = parts.method;
+            *fresh.uri_mut() = parts.uri;
+            *fresh.headers_mut() = parts.headers;
+            async move {
+                match function.oneshot(fresh).await {
+                    Ok(r) => r,
+                    Err(never) => match never {},
+                }
+            }
+        };
+        r.route(path, axum::routing::any(handler))
+    })
+}
+
 /// The HttpApi's default authorizer must be the authorizer function we run.
 fn check_authorizer_is_declared(template: &Template) -> anyhow::Result<()> {
     let api = template.resources.iter().find(|r| r.kind == "AWS::Serverless::HttpApi").context("no HttpApi")?;

@@ -185,7 +185,22 @@ impl Stack {
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
             ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
         ]);
-        let router = gateway::gateway(&template, &functions, Arc::new(authorizer))?;
+        let authorizer = Arc::new(authorizer);
+        let metering = env_of("MeterFunction")?;
+        let meter_state = meter::AppState::new(
+            stores(&metering),
+            metering.meter_table.clone().context("METER_TABLE")?,
+            Arc::new(shared::aws::vault(&metering, &sdk)?),
+            events(&metering)?,
+            reqwest::Client::new(),
+            metering.llm_urls.clone(),
+            // Tests shorten timeouts and the breaker's cooldown through `extra_env`.
+            meter::Tuning::from_lookup(|k| options.extra_env.get(k).cloned()),
+            authorizer.clone(),
+        );
+        let router = gateway::gateway(&template, &functions, authorizer)?;
+        // The meter sits behind its own Function URL in AWS; here it shares the API's port.
+        let router = gateway::function_url(router, &meter::routes().served(), meter::router(meter_state));
         Ok(Self { template, provisioned, router, sdk, workers })
     }
 

@@ -24,6 +24,12 @@ async fn main() -> anyhow::Result<()> {
         let var = running.provider.env_var();
         extra_env.insert(var.to_owned(), std::env::var(var).unwrap_or_else(|_| running.url.clone()));
     }
+    // And the LLM APIs behind the AI proxy.
+    let llms = sandbox::llm::start_all(std::net::Ipv4Addr::LOCALHOST.into()).await?;
+    for running in &llms {
+        let var = running.llm.env_var();
+        extra_env.insert(var.to_owned(), std::env::var(var).unwrap_or_else(|_| running.url.clone()));
+    }
     let options =
         Options { prefix, operator_key: operator_key.clone(), jwt: None, public_url: base.clone(), extra_env };
     let stack = Stack::start(sdk, options).await?;

@@ -65,6 +65,12 @@ impl fmt::Display for LlmProvider {
     }
 }
 
+/// Where a tenant's key for `api` is sealed: a tenant-level secret, so a ciphertext moved to another tenant's
+/// row does not open.
+pub fn llm_key_context(tenant: &crate::ids::TenantId, api: LlmProvider) -> crate::vault::SecretContext {
+    crate::vault::SecretContext::tenant(tenant.clone(), format!("llm_key:{api}"))
+}
+
 /// A plan's name: 1 to 40 of lowercase letters, digits, `-` and `_` (`free`, `pro`, `team-2025`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -138,7 +144,9 @@ impl Plan {
                 return Err("models is empty: leave it out to allow every model".into());
             }
             if let Some(unknown) = models.iter().find(|m| prices::price_any(m).is_none()) {
-                return Err(format!("`{unknown}` is not a model the proxy knows; see GET /v1/settings/llm for the list"));
+                return Err(format!(
+                    "`{unknown}` is not a model the proxy knows; see GET /v1/settings/llm for the list"
+                ));
             }
         }
         Ok(())

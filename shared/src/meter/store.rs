@@ -215,9 +215,13 @@ impl Usage {
 /// What a recorded meter event came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum EventOutcome {
-    Recorded { id: String },
+    Recorded {
+        id: String,
+    },
     /// The idempotency key was used before with the same event: nothing counted again.
-    Duplicate { id: String },
+    Duplicate {
+        id: String,
+    },
     /// The key was used before for a different event.
     KeyReused,
 }
@@ -249,9 +253,13 @@ impl PlanStore {
         Self { client, tenancy_table: tenancy_table.into() }
     }
 
-    async fn get_doc<T: serde::de::DeserializeOwned>(&self, tenant: &TenantId, sk: &str) -> Result<Option<T>, StoreError> {
-        let item = get_consistent(&self.client, &self.tenancy_table, tenant.as_str(), sk, "reading metering settings")
-            .await?;
+    async fn get_doc<T: serde::de::DeserializeOwned>(
+        &self,
+        tenant: &TenantId,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let item =
+            get_consistent(&self.client, &self.tenancy_table, tenant.as_str(), sk, "reading metering settings").await?;
         Ok(item.as_ref().and_then(|i| get_s(i, "doc")).and_then(|d| serde_json::from_str(d).ok()))
     }
 
@@ -367,10 +375,15 @@ impl PlanStore {
 
     /// A user's status and own plan; `NotFound` for a user the tenant does not have.
     pub async fn user_plan(&self, tenant: &TenantId, user: &UserId) -> Result<(Status, Option<PlanName>), StoreError> {
-        let item =
-            get_consistent(&self.client, &self.tenancy_table, tenant.as_str(), &format!("user#{user}"), "reading a user")
-                .await?
-                .ok_or(StoreError::NotFound)?;
+        let item = get_consistent(
+            &self.client,
+            &self.tenancy_table,
+            tenant.as_str(),
+            &format!("user#{user}"),
+            "reading a user",
+        )
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let status = get_s(&item, "status").and_then(Status::parse).unwrap_or(Status::Active);
         Ok((status, get_s(&item, "plan").and_then(|p| PlanName::parse(p).ok())))
     }
@@ -391,8 +404,13 @@ impl PlanStore {
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":now", s(crate::time::now_rfc3339()));
         let req = match plan {
-            Some(p) => req.update_expression("SET plan = :p, updated_at = :now").expression_attribute_values(":p", s(p.as_str())),
-            None => req.update_expression("REMOVE plan SET updated_at = :now"),
+            Some(p) => req
+                .update_expression("SET #plan = :p, updated_at = :now")
+                .expression_attribute_names("#plan", "plan")
+                .expression_attribute_values(":p", s(p.as_str())),
+            None => {
+                req.update_expression("REMOVE #plan SET updated_at = :now").expression_attribute_names("#plan", "plan")
+            }
         };
         match req.send().await {
             Ok(_) => Ok(()),
@@ -423,7 +441,6 @@ impl PlanStore {
             }
         }
     }
-
 }
 
 impl MeterStore {
@@ -803,9 +820,8 @@ impl MeterStore {
                 let item = get_consistent(&self.client, &self.meter_table, &pk, &marker_sk, "reading an event key")
                     .await?
                     .ok_or_else(|| StoreError::Unavailable(anyhow::anyhow!("the event key vanished")))?;
-                let same = get_s(&item, "event_name") == Some(name)
-                    && get_n(&item, "value") == Some(value)
-                    && get_s(&item, "timestamp") == Some(&at_text);
+                // A retry without a timestamp gets a later "now": the event is the same by name and value.
+                let same = get_s(&item, "event_name") == Some(name) && get_n(&item, "value") == Some(value);
                 let id = get_s(&item, "id").unwrap_or_default().to_owned();
                 Ok(if same { EventOutcome::Duplicate { id } } else { EventOutcome::KeyReused })
             }
