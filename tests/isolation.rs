@@ -50,7 +50,13 @@ fn names_an_object(path: &str) -> bool {
 }
 
 /// A body that passes validation, so the request reaches the object lookup.
-fn body_for(method: &str, path: &str, a: &TestTenant, stack: &TestStack, b_external_id: &str) -> Option<Value> {
+fn body_for(
+    method: &str,
+    path: &str,
+    a: &TestTenant,
+    stack: &TestStack,
+    (b_external_id, b_user_id): (&str, &str),
+) -> Option<Value> {
     match (method, path) {
         ("POST", "/admin/v1/tenants") => Some(json!({"name": "probe"})),
         ("POST", "/v1/users") => Some(json!({"external_id": b_external_id})),
@@ -63,6 +69,13 @@ fn body_for(method: &str, path: &str, a: &TestTenant, stack: &TestStack, b_exter
         ("PUT", "/v1/settings/providers/{provider}") => {
             Some(json!({"client_id": "a-app", "client_secret": "a-secret"}))
         }
+        ("PUT", "/v1/users/{user_id}/plan") => Some(json!({"plan": null})),
+        ("PUT", "/v1/settings/plans/{plan}") => Some(json!({"monthly_tokens": 1000, "requests_per_minute": 10})),
+        ("PUT", "/v1/settings/metering") => Some(json!({"fail_open": false})),
+        ("PUT", "/v1/settings/llm/{provider}") => Some(json!({"api_key": "sk-ant-isolation-a"})),
+        ("POST", "/v1/usage/events") => Some(json!({
+            "user_id": b_user_id, "event_name": "probe", "value": 1, "idempotency_key": "probe"
+        })),
         ("PUT", "/v1/settings/connect") => Some(json!({"allowed_return_urls": ["https://a.example/done"]})),
         ("PUT", "/v1/settings/auth") => Some(json!({
             "issuer": stack.issuer, "jwks_url": format!("{}/jwks.json", stack.issuer), "audience": a.audience
@@ -110,7 +123,7 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
     assert!(operations.len() >= 16, "every route is probed: {operations:?}");
     for (method, path) in &operations {
         for (who, credential) in &principals {
-            let body = body_for(method, path, &a, &s, b_external);
+            let body = body_for(method, path, &a, &s, (b_external, b_ids.1));
             let on_b = s.call(method, &fill(path, b_ids), Auth::Bearer(credential), body.clone()).await;
             let on_ghost = s.call(method, &fill(path, ghost), Auth::Bearer(credential), body).await;
             let ctx = format!("{who}: {method} {path}: {} {}", on_b.status, on_b.body);

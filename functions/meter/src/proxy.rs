@@ -132,10 +132,11 @@ async fn proxy(
     let raw = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "the request body is over 4 MiB")
     })?;
-    let mut call = parse_call(api, &raw)?;
+    // Whose call it is first: another tenant's user is a 404 whatever the body.
     let tenancy = app.stores.tenant(who.tenant()).await?;
     let plans = tenancy.plan_store();
     let (status, own_plan) = plans.user_plan(who.tenant(), who.user()).await.map_err(|e| e.into_api("user"))?;
+    let mut call = parse_call(api, &raw)?;
     if status == Status::Disabled {
         return Err(ApiError::forbidden("user_disabled", "this user is disabled; the tenant can enable them again"));
     }
@@ -242,22 +243,21 @@ async fn proxy(
         LlmProvider::OpenAi => request.bearer_auth(key.expose_secret()),
     };
     let sent = tokio::time::timeout(app.tuning.first_byte, request.send()).await;
-    let upstream = match sent {
-        Ok(Ok(r)) => r,
-        failed => {
+    let failed = match sent {
+        Ok(Ok(r)) => Ok(r),
+        Err(_) => Err((
+            "upstream_timeout",
+            format!("{} did not answer within {} ms", api.display_name(), app.tuning.first_byte.as_millis()),
+        )),
+        Ok(Err(e)) => {
+            Err(("upstream_unavailable", format!("{} could not be reached: {}", api.display_name(), without_url(&e))))
+        }
+    };
+    let upstream = match failed {
+        Ok(r) => r,
+        Err((code, message)) => {
             app.breaker.failure(who.tenant(), api, Instant::now());
             ctx.release().await;
-            let (code, message) = match failed {
-                Err(_) => (
-                    "upstream_timeout",
-                    format!("{} did not answer within {} s", api.display_name(), app.tuning.first_byte.as_secs()),
-                ),
-                Ok(Err(e)) => (
-                    "upstream_unavailable",
-                    format!("{} could not be reached: {}", api.display_name(), without_url(&e)),
-                ),
-                Ok(Ok(_)) => unreachable_ok(),
-            };
             return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message));
         }
     };
@@ -278,18 +278,14 @@ async fn proxy(
     } else {
         whole(app, upstream, ctx).await?
     };
-    if call.max_output.is_some_and(|m| Some(m) != response_limit(&call.body, api)) || call.max_output.is_none() {
-        if let Some(n) = response_limit(&call.body, api)
-            && let Ok(v) = HeaderValue::from_str(&n.to_string())
-        {
-            response.headers_mut().insert(MAX_TOKENS, v);
-        }
+    // The client's limit was lowered to fit the budget (or set, where it named none): say so.
+    let forwarded = response_limit(&call.body, api);
+    if forwarded != call.max_output
+        && let Some(v) = forwarded.and_then(|n| HeaderValue::from_str(&n.to_string()).ok())
+    {
+        response.headers_mut().insert(MAX_TOKENS, v);
     }
     Ok(response)
-}
-
-fn unreachable_ok() -> (&'static str, String) {
-    ("upstream_unavailable", String::new())
 }
 
 /// The output limit that was forwarded.
@@ -345,17 +341,10 @@ async fn pass_through(upstream: reqwest::Response) -> Response {
     let mut headers = HeaderMap::new();
     for (name, value) in upstream.headers() {
         let n = name.as_str();
-        if n == "content-type"
-            || n == "retry-after"
-            || n.contains("ratelimit")
-            || n == "request-id"
-            || n == "x-request-id"
-        {
-            if let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(n.as_bytes()), HeaderValue::from_bytes(value.as_bytes()))
-            {
-                headers.insert(name, value);
-            }
+        let keep =
+            ["content-type", "retry-after", "request-id", "x-request-id"].contains(&n) || n.contains("ratelimit");
+        if keep {
+            headers.insert(name.clone(), value.clone());
         }
     }
     let body = upstream.bytes().await.unwrap_or_default();

@@ -265,7 +265,7 @@ mod tests {
     fn a_period_resets_at_the_start_of_the_next_month() {
         let p = Period::parse("2026-12").unwrap_or(Period { year: 0, month: 0 });
         assert_eq!(p.to_string(), "2026-12");
-        assert_eq!(crate::time::format(p.reset_at()), "2027-01-01T00:00:00Z");
+        assert_eq!(crate::time::format(p.reset_at()), "2027-01-01T00:00:00.000Z");
         assert!(Period::parse("2026-13").is_err());
         assert!(Period::parse("26-01").is_err());
     }
