@@ -3,61 +3,9 @@
 
 use std::collections::HashMap;
 
+use integration_tests::meter::{claude, claude_body, gpt, gpt_body, metered_tenant as setup, plan, sandbox};
 use integration_tests::{Auth, TestStack, TestTenant, start, start_with_env, user_token};
 use serde_json::{Value, json};
-
-const ANTHROPIC_KEY: &str = "sk-ant-tenant-key-abcd";
-const OPENAI_KEY: &str = "sk-tenant-openai-key-wxyz";
-
-/// A tenant with both LLM keys, `plan` as its default plan, and one user.
-async fn setup(s: &TestStack, plan: Value) -> (TestTenant, String) {
-    let t = s.tenant("Meter Co").await;
-    let key = Auth::Bearer(&t.api_key);
-    for (api, k) in [("anthropic", ANTHROPIC_KEY), ("openai", OPENAI_KEY)] {
-        let r = s.call("PUT", &format!("/v1/settings/llm/{api}"), key.clone(), Some(json!({"api_key": k}))).await;
-        assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.body["key_hint"], format!("…{}", &k[k.len() - 4..]));
-    }
-    let r = s.call("PUT", "/v1/settings/plans/basic", key.clone(), Some(plan)).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let r = s.call("PUT", "/v1/settings/metering", key.clone(), Some(json!({"default_plan": "basic"}))).await;
-    assert_eq!(r.status, 200, "{}", r.body);
-    let user = s.user(&t, "chatty").await["id"].as_str().unwrap_or_default().to_owned();
-    (t, user)
-}
-
-fn plan(monthly_tokens: u64, rpm: u32) -> Value {
-    json!({"monthly_tokens": monthly_tokens, "requests_per_minute": rpm})
-}
-
-fn claude_body(text: &str, max_tokens: u64, stream: bool) -> Value {
-    json!({"model": "claude-haiku-4-5", "max_tokens": max_tokens, "stream": stream,
-           "messages": [{"role": "user", "content": text}]})
-}
-
-fn gpt_body(text: &str, stream: bool) -> Value {
-    json!({"model": "gpt-4o-mini", "stream": stream, "messages": [{"role": "user", "content": text}]})
-}
-
-async fn claude(s: &TestStack, t: &TestTenant, user: &str, body: &Value) -> reqwest::Response {
-    let url = format!("{}/v1/users/{user}/ai/anthropic/v1/messages", s.base);
-    let req = s.http.post(url).header("x-api-key", &t.api_key).header("anthropic-version", "2023-06-01").json(body);
-    req.send().await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn gpt(s: &TestStack, t: &TestTenant, user: &str, body: &Value) -> reqwest::Response {
-    let url = format!("{}/v1/users/{user}/ai/openai/v1/chat/completions", s.base);
-    s.http.post(url).bearer_auth(&t.api_key).json(body).send().await.unwrap_or_else(|e| panic!("{e}"))
-}
-
-async fn sandbox(s: &TestStack, llm: &str, method: &str, path: &str, body: Option<Value>) -> Value {
-    let mut req = s.http.request(method.parse().unwrap_or(reqwest::Method::GET), format!("{}{path}", s.sandboxes[llm]));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.unwrap_or_else(|e| panic!("{e}"));
-    r.json().await.unwrap_or(Value::Null)
-}
 
 async fn usage(s: &TestStack, t: &TestTenant, user: &str) -> Value {
     let r = s.call("GET", &format!("/v1/users/{user}/usage"), Auth::Bearer(&t.api_key), None).await;
@@ -410,4 +358,80 @@ async fn an_end_user_chats_and_reads_their_usage_with_the_tenants_login_and_a_pl
     assert_eq!(r.status(), 402);
     // The default plan cannot be deleted while it is the default.
     s.call("DELETE", "/v1/settings/plans/basic", key, None).await.assert_error(409, "plan_in_use");
+}
+
+#[tokio::test]
+async fn crossing_80_percent_warns_in_a_header_and_sends_one_usage_threshold_event() {
+    let s = start().await;
+    let (t, user) = setup(&s, plan(1000, 100)).await;
+    // A webhook endpoint of the tenant's that keeps what it gets.
+    let got: std::sync::Arc<std::sync::Mutex<Vec<Value>>> = Default::default();
+    let keep = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let keep = keep.clone();
+            async move {
+                keep.lock().unwrap_or_else(|p| p.into_inner()).push(serde_json::from_str(&body).unwrap_or(Value::Null));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+    let url = format!("http://{}/hook", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let body = json!({"url": url, "events": ["usage.threshold"]});
+    assert_eq!(s.call("PUT", "/v1/settings/webhooks", Auth::Bearer(&t.api_key), Some(body)).await.status, 200);
+
+    // Each call reserves about 140 tokens and settles near 120: the warning starts past 800.
+    let mut warned_at = None;
+    for i in 0..8 {
+        let r = claude(&s, &t, &user, &claude_body("Count for me [sandbox:tokens=100]", 100, false)).await;
+        if r.status() != 200 {
+            break;
+        }
+        if warned_at.is_none() && r.headers().contains_key("x-tenantry-budget-warning") {
+            warned_at = Some(i);
+        }
+    }
+    let u = usage(&s, &t, &user).await;
+    assert!(warned_at.is_some(), "a call past 80% carries the warning header: {u}");
+    // THEN exactly one usage.threshold reaches the endpoint
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while got.lock().unwrap_or_else(|p| p.into_inner()).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let events = got.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "usage.threshold");
+    assert_eq!(events[0]["data"]["user_id"], user.as_str());
+    assert_eq!(events[0]["data"]["percent"], 80);
+    assert_eq!(events[0]["data"]["tokens_limit"], 1000);
+}
+
+#[tokio::test]
+async fn when_the_budget_store_is_unreachable_calls_fail_closed_unless_the_tenant_chose_to_fail_open() {
+    let s = start().await;
+    let (t, user) = setup(&s, plan(100_000, 100)).await;
+    assert_eq!(claude(&s, &t, &user, &claude_body("hi", 10, false)).await.status(), 200);
+    // The meter's table goes away (as a throttled or unreachable table would answer errors).
+    let deleted = s.dynamodb.delete_table().table_name(&s.refs["MeterTable"]).send().await;
+    assert!(deleted.is_ok(), "{deleted:?}");
+    let r = s.send(
+        s.http
+            .post(format!("{}/v1/users/{user}/ai/anthropic/v1/messages", s.base))
+            .header("x-api-key", &t.api_key)
+            .json(&claude_body("hi", 10, false)),
+    );
+    r.await.assert_error(503, "meter_unavailable");
+    let calls = n(&sandbox(&s, "anthropic", "GET", "/sandbox/state", None).await["requests"]);
+    assert_eq!(calls, 1, "a call that cannot be metered is not made");
+    // The tenant chooses availability over metering: the call goes through, flagged.
+    let body = json!({"default_plan": "basic", "fail_open": true});
+    assert_eq!(s.call("PUT", "/v1/settings/metering", Auth::Bearer(&t.api_key), Some(body)).await.status, 200);
+    let r = claude(&s, &t, &user, &claude_body("hi", 10, false)).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-tenantry-metering"], "unavailable");
+    assert!(!r.headers().contains_key("x-tenantry-tokens-remaining"));
 }

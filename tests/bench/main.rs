@@ -6,12 +6,15 @@
 //!
 //! Medians of many runs, with the 10th and 90th percentiles.
 //!
-//! Then the sync engine's figures (`sync.rs`, docs/benchmarks.md). `./dev bench sync` runs only those;
+//! Then the sync engine's figures (`sync.rs`, docs/benchmarks.md) and the AI meter's (`meter.rs`: latency added
+//! over the sandbox LLM, AWS requests per call; `llm_calls=N`). `./dev bench sync` or `./dev bench meter` runs
+//! only those;
 //! `connections=N` and `jobs=N` size the scheduler and worker runs; `import_mb=N` the Apple Health export sent
 //! through the stack.
 
 mod counting;
 mod health;
+mod meter;
 mod sync;
 
 use std::time::{Duration, Instant};
@@ -50,13 +53,20 @@ async fn main() {
     // queues runs.
     let counter = counting::Counter::default();
     let s = start_on(counter.wrap(&shared::aws::sdk_config().await), false).await;
-    if !args.iter().any(|a| a == "sync") {
+    let only =
+        |part: &str| !["sync", "meter"].iter().any(|p| args.iter().any(|a| a == p)) || args.iter().any(|a| a == part);
+    if only("auth") {
         auth(&s).await;
     }
-    let (t, oura_user) = sync::requests_per_sync(&s, &counter).await;
-    sync::worker_throughput(&s, &t, &oura_user, arg("jobs", 200)).await;
-    sync::scheduler_planning(&s, &counter, arg("connections", 5_000)).await;
-    health::import_through_moto(&s, arg("import_mb", 50) as u64).await;
+    if only("sync") {
+        let (t, oura_user) = sync::requests_per_sync(&s, &counter).await;
+        sync::worker_throughput(&s, &t, &oura_user, arg("jobs", 200)).await;
+        sync::scheduler_planning(&s, &counter, arg("connections", 5_000)).await;
+        health::import_through_moto(&s, arg("import_mb", 50) as u64).await;
+    }
+    if only("meter") {
+        meter::proxy(&s, &counter, arg("llm_calls", 200)).await;
+    }
 }
 
 async fn auth(s: &integration_tests::TestStack) {

@@ -3,6 +3,7 @@
 
 pub mod connect;
 pub mod hooks;
+pub mod meter;
 
 use std::time::Duration;
 

@@ -135,12 +135,14 @@ async fn proxy(
     // Whose call it is first: another tenant's user is a 404 whatever the body.
     let tenancy = app.stores.tenant(who.tenant()).await?;
     let plans = tenancy.plan_store();
-    let (status, own_plan) = plans.user_plan(who.tenant(), who.user()).await.map_err(|e| e.into_api("user"))?;
+    // The reads are independent: side by side, so the call waits for the slowest, not the sum.
+    let (user, settings) = tokio::join!(plans.user_plan(who.tenant(), who.user()), plans.settings(who.tenant()));
+    let (status, own_plan) = user.map_err(|e| e.into_api("user"))?;
     let mut call = parse_call(api, &raw)?;
     if status == Status::Disabled {
         return Err(ApiError::forbidden("user_disabled", "this user is disabled; the tenant can enable them again"));
     }
-    let settings = plans.settings(who.tenant()).await.map_err(|e| e.into_api("settings"))?;
+    let settings = settings.map_err(|e| e.into_api("settings"))?;
     let plan_name = own_plan.or(settings.default_plan.clone()).ok_or_else(|| {
         ApiError::conflict(
             "no_plan",
@@ -148,7 +150,13 @@ async fn proxy(
              and name it in PUT /v1/settings/metering {\"default_plan\"}",
         )
     })?;
-    let plan = plans.get_plan(who.tenant(), &plan_name).await.map_err(|e| e.into_api("plan"))?.ok_or_else(|| {
+    let meter = tenancy.meter_store(&app.meter_table);
+    let (plan, key, budget) = tokio::join!(
+        plans.get_plan(who.tenant(), &plan_name),
+        app.llm_key(&plans, who.tenant(), api),
+        meter.budget(who.tenant(), who.user(), shared::time::now())
+    );
+    let plan = plan.map_err(|e| e.into_api("plan"))?.ok_or_else(|| {
         ApiError::conflict(
             "no_plan",
             format!("the plan `{plan_name}` does not exist; create it with PUT /v1/settings/plans/{plan_name}"),
@@ -160,7 +168,7 @@ async fn proxy(
             format!("the plan `{plan_name}` does not include `{}`", call.price.model),
         ));
     }
-    let key = app.llm_key(&plans, who.tenant(), api).await?;
+    let key = key?;
     let gate = app.breaker.check(who.tenant(), api, Instant::now());
     if let Gate::Open(wait) = gate {
         let mut e = ApiError::new(
@@ -180,10 +188,11 @@ async fn proxy(
             app.breaker.abandon_probe(who.tenant(), api);
         }
     };
-    let meter = tenancy.meter_store(&app.meter_table);
     let asked = call.max_output.unwrap_or(DEFAULT_OPENAI_MAX_OUTPUT);
-    let reserved =
-        meter.reserve(who.tenant(), who.user(), &plan, call.input_estimate, asked, shared::time::now()).await;
+    let reserved = match budget {
+        Ok(budget) => meter.reserve_on(budget, &plan, call.input_estimate, asked).await,
+        Err(e) => Err(e),
+    };
     let reservation = match reserved {
         Ok(Admission::Admitted(r)) => Some(r),
         Ok(Admission::BudgetExhausted { committed, limit, reset_at }) => {

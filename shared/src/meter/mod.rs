@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime};
 
 pub use prices::{ModelPrice, price};
-pub use store::{Admission, EventOutcome, LedgerEntry, MeterStore, ModelUsage, PlanStore, Reservation, Usage};
+pub use store::{Admission, Budget, EventOutcome, LedgerEntry, MeterStore, ModelUsage, PlanStore, Reservation, Usage};
 
 /// The LLM APIs the proxy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

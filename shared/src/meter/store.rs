@@ -84,6 +84,15 @@ impl Window {
     }
 }
 
+/// A user's budget item as read for one call.
+#[derive(Debug)]
+pub struct Budget {
+    tenant: TenantId,
+    user: UserId,
+    now: OffsetDateTime,
+    item: Option<Item>,
+}
+
 /// A reservation taken for one call.
 #[derive(Debug, Clone)]
 pub struct Reservation {
@@ -461,10 +470,31 @@ impl MeterStore {
         max_output: u64,
         now: OffsetDateTime,
     ) -> Result<Admission, StoreError> {
-        let period = Period::of(now);
-        let pk = user_pk(tenant, user);
+        let budget = self.budget(tenant, user, now).await?;
+        self.reserve_on(budget, plan, input_estimate, max_output).await
+    }
+
+    /// Reads the budget item of `now`'s period: the first half of [`Self::reserve`], for a caller that reads it
+    /// side by side with other things.
+    pub async fn budget(&self, tenant: &TenantId, user: &UserId, now: OffsetDateTime) -> Result<Budget, StoreError> {
+        let (period, pk) = (Period::of(now), user_pk(tenant, user));
         let sk = format!("period#{period}");
-        let mut item = get_consistent(&self.client, &self.meter_table, &pk, &sk, "reading a budget").await?;
+        let item = get_consistent(&self.client, &self.meter_table, &pk, &sk, "reading a budget").await?;
+        Ok(Budget { tenant: tenant.clone(), user: user.clone(), now, item })
+    }
+
+    /// The second half of [`Self::reserve`]: decides on the budget as read and writes the reservation.
+    pub async fn reserve_on(
+        &self,
+        budget: Budget,
+        plan: &Plan,
+        input_estimate: u64,
+        max_output: u64,
+    ) -> Result<Admission, StoreError> {
+        let Budget { tenant, user, now, mut item } = budget;
+        let period = Period::of(now);
+        let pk = user_pk(&tenant, &user);
+        let sk = format!("period#{period}");
         let (limit, rpm) = (plan.monthly_tokens, u64::from(plan.requests_per_minute));
         let secs = now.unix_timestamp();
         let slot = secs.div_euclid(SLOT_SECS);
