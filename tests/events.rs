@@ -71,4 +71,22 @@ async fn every_sample_event_is_served_by_its_function() {
 
     let (status, body) = serve(data(), include_str!("../events/data/missing-credentials.json")).await;
     assert_eq!((status, &body["error"]["code"]), (401, &serde_json::json!("missing_credentials")), "{body}");
+
+    // A Function URL event (the meter's): no authorizer in front, the meter authenticates it itself.
+    let config = shared::Config::from_lookup(|k| (k == "TENANCY_TABLE").then(|| s.table.clone()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let authorizer =
+        authorizer::Authorizer::new(&config, TenancyStore::new(s.dynamodb.clone(), &s.table), reqwest::Client::new());
+    let meter = meter::router(meter::AppState::new(
+        stores.clone(),
+        "unused-in-these-events".into(),
+        vault.clone(),
+        events.clone(),
+        reqwest::Client::new(),
+        std::collections::HashMap::new(),
+        meter::Tuning::default(),
+        std::sync::Arc::new(authorizer),
+    ));
+    let (status, body) = serve(meter, include_str!("../events/meter/function-url-without-key.json")).await;
+    assert_eq!((status, &body["error"]["code"]), (401, &serde_json::json!("missing_credentials")), "{body}");
 }

@@ -435,3 +435,24 @@ async fn when_the_budget_store_is_unreachable_calls_fail_closed_unless_the_tenan
     assert_eq!(r.headers()["x-tenantry-metering"], "unavailable");
     assert!(!r.headers().contains_key("x-tenantry-tokens-remaining"));
 }
+
+#[tokio::test]
+async fn a_stream_reaches_the_client_event_by_event_as_the_upstream_sends_it() {
+    let s = start().await;
+    let (t, user) = setup(&s, plan(100_000, 100)).await;
+    // 150 ms between events: 12 events take about 2 s upstream.
+    sandbox(&s, "anthropic", "POST", "/sandbox/faults", Some(json!({"slow_ms": 150}))).await;
+    let started = std::time::Instant::now();
+    let mut r = claude(&s, &t, &user, &claude_body("slowly [sandbox:tokens=6]", 50, true)).await;
+    assert_eq!(r.status(), 200);
+    let mut first = None;
+    let mut text = String::new();
+    while let Ok(Some(chunk)) = r.chunk().await {
+        first.get_or_insert_with(|| started.elapsed());
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let (first, all) = (first.unwrap_or_default(), started.elapsed());
+    assert!(text.contains("event: message_stop"), "{text}");
+    assert!(all >= std::time::Duration::from_millis(1500), "the upstream was slow: {all:?}");
+    assert!(first * 3 < all, "the first event came at {first:?}, long before the end at {all:?}");
+}
