@@ -262,27 +262,15 @@ impl DataStore {
         from: String,
         to: String,
     ) -> Result<Vec<Item>, StoreError> {
-        let mut out = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", s(pk(tenant, user)))
-                .expression_attribute_values(":a", s(&from))
-                .expression_attribute_values(":b", s(&to))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("reading synced data"))?;
-            out.extend(page.items.unwrap_or_default());
-            start = page.last_evaluated_key;
-            if start.is_none() {
-                return Ok(out);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(pk(tenant, user)))
+            .expression_attribute_values(":a", s(&from))
+            .expression_attribute_values(":b", s(&to));
+        crate::dynamo::query_all(query, "reading synced data").await
     }
 
     /// One page of items between `from` and `to`, continuing after the sort key `after`.

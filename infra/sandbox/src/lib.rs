@@ -24,15 +24,11 @@ pub mod llm;
 mod pages;
 mod people;
 mod provider;
+pub mod server;
 mod store;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
-use anyhow::Context as _;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use consent::DEFAULT_USER;
 pub use provider::{Provider, UnknownProvider};
@@ -47,32 +43,17 @@ pub struct Running {
     pub provider: Provider,
     /// `http://HOST:PORT`, the value for [`Provider::env_var`].
     pub url: String,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: server::Server,
 }
 
 impl Running {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops accepting connections and waits (a few seconds at most) for requests in flight.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await
     }
 }
 
@@ -84,22 +65,8 @@ impl std::fmt::Debug for Running {
 
 /// Serves one provider sandbox on `addr` (port 0 picks a free port).
 pub async fn start(provider: Provider, addr: SocketAddr) -> anyhow::Result<Running> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding the {} sandbox to {addr}", provider.id()))?;
-    let addr = listener.local_addr().context("reading the sandbox's bound address")?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let app = router(provider);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(provider = %provider, error = %e, "sandbox server stopped");
-        }
-    });
-    tracing::info!(provider = %provider, %addr, "sandbox listening");
-    Ok(Running { provider, url: format!("http://{addr}"), addr, shutdown: Some(tx), task: Some(task) })
+    let server = server::Server::start(router(provider), addr, provider.id()).await?;
+    Ok(Running { provider, url: server.url.clone(), server })
 }
 
 /// Serves every provider sandbox on `host`, each on its own free port.

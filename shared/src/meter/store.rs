@@ -17,7 +17,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use super::{LlmProvider, MeterSettings, Period, Plan, PlanName, TokenUsage};
-use crate::dynamo::{Item, conditional_failed, get_consistent, get_s, old_item, s, unavailable};
+use crate::dynamo::{Item, conditional_failed, get_consistent, get_s, old_item, query_all, s, unavailable};
 use crate::ids::{TenantId, UserId};
 use crate::tenancy::{Status, StoreError};
 
@@ -429,26 +429,14 @@ impl PlanStore {
     }
 
     async fn query_prefix(&self, pk: &str, prefix: &str) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.tenancy_table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(pk))
-                .expression_attribute_values(":p", s(prefix))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("listing metering settings"))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.tenancy_table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(pk))
+            .expression_attribute_values(":p", s(prefix));
+        query_all(query, "listing metering settings").await
     }
 }
 
@@ -736,53 +724,32 @@ impl MeterStore {
 
     /// The tenant's use of a period, summed over its users, and how many users it counts.
     pub async fn tenant_usage(&self, tenant: &TenantId, period: Period) -> Result<(Usage, u64), StoreError> {
-        let (mut total, mut users, mut start) = (Usage::default(), 0u64, None);
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.meter_table)
-                .index_name("gsi1")
-                .key_condition_expression("gsi1pk = :g")
-                .expression_attribute_values(":g", s(format!("{tenant}#{period}")))
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("summing a tenant's usage"))?;
-            for item in out.items.unwrap_or_default() {
-                total.add(&Usage::of(&item));
-                users += 1;
-            }
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok((total, users));
-            }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.meter_table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :g")
+            .expression_attribute_values(":g", s(format!("{tenant}#{period}")));
+        let items = query_all(query, "summing a tenant's usage").await?;
+        let mut total = Usage::default();
+        for item in &items {
+            total.add(&Usage::of(item));
         }
+        Ok((total, items.len() as u64))
     }
 
     /// The ledger of one user and period, oldest first.
     pub async fn ledger(&self, tenant: &TenantId, user: &UserId, period: Period) -> Result<Vec<Item>, StoreError> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = self
-                .client
-                .query()
-                .table_name(&self.meter_table)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
-                .expression_attribute_values(":pk", s(user_pk(tenant, user)))
-                .expression_attribute_values(":p", s(format!("ledger#{period}#")))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
-                .send()
-                .await
-                .map_err(unavailable("reading the ledger"))?;
-            items.extend(out.items.unwrap_or_default());
-            start = out.last_evaluated_key;
-            if start.is_none() {
-                return Ok(items);
-            }
-        }
+        let query = self
+            .client
+            .query()
+            .table_name(&self.meter_table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(user_pk(tenant, user)))
+            .expression_attribute_values(":p", s(format!("ledger#{period}#")))
+            .consistent_read(true);
+        query_all(query, "reading the ledger").await
     }
 
     /// Counts a tenant's own meter event once per idempotency key: the key's marker, the period counter and

@@ -16,7 +16,6 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, State};
@@ -25,8 +24,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use rand::Rng as _;
 use serde_json::{Value, json};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 pub use text::{DEFAULT_OUTPUT_TOKENS, count_input_tokens};
 
@@ -143,32 +140,17 @@ pub struct LlmRunning {
     pub llm: Llm,
     /// `http://HOST:PORT`, the value for [`Llm::env_var`] (the SDKs' base URL).
     pub url: String,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: crate::server::Server,
 }
 
 impl LlmRunning {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops accepting connections and waits (a few seconds at most) for requests in flight.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-impl Drop for LlmRunning {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await
     }
 }
 
@@ -180,21 +162,8 @@ impl std::fmt::Debug for LlmRunning {
 
 /// Serves one LLM sandbox on `addr` (port 0 picks a free port).
 pub async fn start(llm: Llm, addr: SocketAddr) -> anyhow::Result<LlmRunning> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the {llm} sandbox to {addr}"))?;
-    let addr = listener.local_addr().context("reading the LLM sandbox's bound address")?;
-    let (tx, rx) = oneshot::channel::<()>();
-    let app = router(llm);
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(llm = %llm, error = %e, "LLM sandbox server stopped");
-        }
-    });
-    tracing::info!(llm = %llm, %addr, "LLM sandbox listening");
-    Ok(LlmRunning { llm, url: format!("http://{addr}"), addr, shutdown: Some(tx), task: Some(task) })
+    let server = crate::server::Server::start(router(llm), addr, llm.id()).await?;
+    Ok(LlmRunning { llm, url: server.url.clone(), server })
 }
 
 /// Serves both LLM sandboxes on `host`, each on its own free port.
