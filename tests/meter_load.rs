@@ -17,7 +17,8 @@ const ANTHROPIC_KEY: &str = "sk-ant-load-key-abcd";
 const OPENAI_KEY: &str = "sk-load-openai-key-wxyz";
 const USERS: usize = 50;
 const CALLS: usize = 1000;
-/// The rate of the "tight" plan, which half the users are on: with 20 calls each fired at once it binds.
+/// The rate of the "tight" plan, which half the users are on: their 20 calls each come within about a minute, so
+/// it binds.
 const TIGHT_RPM: usize = 10;
 /// Calls in flight at once. All 1,000 are spawned together and this many hold a connection to the stack at a
 /// time: each makes about eight DynamoDB requests on its own connection to moto, whose listen backlog is 128.
@@ -87,7 +88,7 @@ async fn call(
     (anthropic, stream, left_early, body): (bool, bool, bool, Value),
     sem: Arc<tokio::sync::Semaphore>,
 ) -> Outcome {
-    let i = body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
+    let what = body["messages"][0]["content"].as_str().unwrap_or("").to_owned();
     let _permit = sem.acquire_owned().await.unwrap_or_else(|e| panic!("{e}"));
     let url = if anthropic {
         format!("{}/v1/users/{uid}/ai/anthropic/v1/messages", s.base)
@@ -101,7 +102,7 @@ async fn call(
         req.bearer_auth(&tenant.api_key)
     };
     let sent = Instant::now();
-    let mut r = req.send().await.unwrap_or_else(|e| panic!("{i:?} got no answer: {e:?}"));
+    let mut r = req.send().await.unwrap_or_else(|e| panic!("{what:?} got no answer: {e:?}"));
     let answered = Instant::now();
     let status = r.status().as_u16();
     let retry_after = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
