@@ -63,6 +63,17 @@ impl Window {
         }
     }
 
+    /// When a call stamped at `secs` (in `slot`) is judged: at its stamp, unless the window has moved past it (a
+    /// call stamped later was admitted while this one waited on the store, or another instance's clock is
+    /// ahead), then at the start of the window's slot, where it is counted. Judged at its own stamp against
+    /// the window's counts, its `Retry-After` came out short by the slots between the two.
+    fn judged_at(&self, slot: i64, secs: i64) -> (i64, i64) {
+        match self.slot {
+            Some(rw) if rw > slot => (rw, secs.max(rw * SLOT_SECS)),
+            _ => (slot, secs),
+        }
+    }
+
     /// Seconds until a call fits in `rpm` again, if none fits now: the slots age out one by one.
     fn wait(&self, slot: i64, now: i64, rpm: u64) -> Option<u64> {
         let counts: Vec<u64> = match self.slot {
@@ -484,10 +495,10 @@ impl MeterStore {
         let pk = user_pk(&tenant, &user);
         let sk = format!("period#{period}");
         let (limit, rpm) = (plan.monthly_tokens, u64::from(plan.requests_per_minute));
-        let secs = now.unix_timestamp();
-        let slot = secs.div_euclid(SLOT_SECS);
+        let (mut secs, mut slot) = (now.unix_timestamp(), now.unix_timestamp().div_euclid(SLOT_SECS));
         for _ in 0..6 {
             let w = Window::of(item.as_ref());
+            (slot, secs) = w.judged_at(slot, secs);
             let exhausted = Admission::BudgetExhausted { committed: w.committed, limit, reset_at: period.reset_at() };
             if w.committed >= limit {
                 return Ok(exhausted);
@@ -514,8 +525,8 @@ impl MeterStore {
             let mut sets = vec!["gsi1pk = :g".to_owned(), "gsi1sk = :u".to_owned()];
             let mut adds = vec!["committed :tokens".to_owned()];
             let rate = match w.slot {
-                Some(rw) if rw >= slot => {
-                    // The same slot (or a clock a little ahead of ours): the earlier slots are fixed.
+                Some(rw) if rw == slot => {
+                    // The same slot: the earlier slots are fixed.
                     values.insert(":rw".into(), n(rw));
                     values.insert(":rcap".into(), n(rpm.saturating_sub(w.previous.iter().sum::<u64>())));
                     adds.push("rc :one".into());
@@ -852,6 +863,22 @@ mod tests {
         let w = window(100, 1, [1, 1, 1, 1, 1, 5]);
         assert_eq!(w.wait(100, 1000, 10), Some(10));
         assert_eq!(w.wait(100, 1000, 12), None);
+    }
+
+    #[test]
+    fn a_call_that_waited_while_the_window_moved_on_is_judged_in_the_windows_slot() {
+        // 10 rpm, all used in slot 101 by calls stamped after ours (1009, slot 100), which waited on the store.
+        let w = window(101, 10, [0; SLOTS]);
+        let (slot, secs) = w.judged_at(100, 1009);
+        assert_eq!((slot, secs), (101, 1010));
+        // Slot 101 leaves the window at slot 108: a retry after 70 s fits, one after 61 s (judged at its own
+        // stamp) would be refused again.
+        assert_eq!(w.wait(slot, secs, 10), Some(70));
+        assert_eq!(w.wait(108, 1080, 10), None);
+        assert!(w.wait(107, 1070, 10).is_some());
+        // A window at or behind the call's slot changes nothing.
+        assert_eq!(w.judged_at(101, 1015), (101, 1015));
+        assert_eq!(w.judged_at(103, 1030), (103, 1030));
     }
 
     #[test]
