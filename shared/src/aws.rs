@@ -34,6 +34,8 @@ pub struct TenantAccess {
     sdk: aws_config::SdkConfig,
     role_arn: String,
     sessions: Mutex<HashMap<TenantId, Credentials>>,
+    /// One client per tenant and session: a client per request would open new connections each time.
+    clients: Mutex<HashMap<TenantId, (Credentials, aws_sdk_dynamodb::Client)>>,
 }
 
 impl TenantAccess {
@@ -43,14 +45,27 @@ impl TenantAccess {
             sdk: sdk.clone(),
             role_arn: role_arn.into(),
             sessions: Mutex::new(HashMap::new()),
+            clients: Mutex::new(HashMap::new()),
         }
     }
 
     /// A client for `tenant` (see [`Self::credentials`]).
     pub async fn dynamodb(&self, tenant: &TenantId) -> anyhow::Result<aws_sdk_dynamodb::Client> {
         let credentials = self.credentials(tenant).await?;
-        let config = aws_sdk_dynamodb::config::Builder::from(&self.sdk).credentials_provider(credentials).build();
-        Ok(aws_sdk_dynamodb::Client::from_conf(config))
+        let mut clients = self.clients.lock().await;
+        if let Some((for_credentials, client)) = clients.get(tenant)
+            && for_credentials.access_key_id() == credentials.access_key_id()
+        {
+            return Ok(client.clone());
+        }
+        let config =
+            aws_sdk_dynamodb::config::Builder::from(&self.sdk).credentials_provider(credentials.clone()).build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        if clients.len() >= MAX_SESSIONS {
+            clients.clear();
+        }
+        clients.insert(tenant.clone(), (credentials, client.clone()));
+        Ok(client)
     }
 
     /// The tenant's session credentials, from the cache while they have over five minutes left.
