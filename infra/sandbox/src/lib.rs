@@ -25,6 +25,7 @@ mod pages;
 mod people;
 mod provider;
 mod store;
+pub mod stripe;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
