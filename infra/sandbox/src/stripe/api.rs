@@ -521,7 +521,7 @@ api!(create_price, |a, r| {
                 return Err(StripeError::bad_param(
                     "recurring[interval]",
                     "parameter_invalid_string",
-                    format!("Invalid recurring[interval]: must be one of day, week, month, or year"),
+                    "Invalid recurring[interval]: must be one of day, week, month, or year",
                 ));
             }
             let count = integer(rec, "interval_count").map_err(|e| e.param("recurring[interval_count]"))?.unwrap_or(1);
@@ -549,14 +549,14 @@ api!(create_price, |a, r| {
         return Err(StripeError::missing("unit_amount"));
     }
     let lookup_key = text(p, "lookup_key")?.map(str::to_string);
-    if let Some(lk) = &lookup_key {
-        if a.prices.iter().any(|pr| pr["lookup_key"] == lk.as_str()) {
-            return Err(StripeError::bad_param(
-                "lookup_key",
-                "lookup_key_already_exists",
-                format!("A price (`{lk}`) already uses that lookup key."),
-            ));
-        }
+    if let Some(lk) = &lookup_key
+        && a.prices.iter().any(|pr| pr["lookup_key"] == lk.as_str())
+    {
+        return Err(StripeError::bad_param(
+            "lookup_key",
+            "lookup_key_already_exists",
+            format!("A price (`{lk}`) already uses that lookup key."),
+        ));
     }
     let price = objects::price(objects::PriceSpec {
         product,
