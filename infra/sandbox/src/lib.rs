@@ -26,6 +26,7 @@ mod people;
 mod provider;
 pub mod server;
 mod store;
+pub mod stripe;
 mod token;
 
 use std::net::{IpAddr, SocketAddr};
