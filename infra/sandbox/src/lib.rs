@@ -66,7 +66,7 @@ impl std::fmt::Debug for Running {
 
 /// Serves one provider sandbox on `addr` (port 0 picks a free port).
 pub async fn start(provider: Provider, addr: SocketAddr) -> anyhow::Result<Running> {
-    let server = server::Server::start(router(provider), addr, provider.id()).await?;
+    let server = server::Server::start(|_| router(provider), addr, provider.id()).await?;
     Ok(Running { provider, url: server.url.clone(), server })
 }
 

@@ -16,12 +16,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `app` on `addr` (port 0 picks a free port); `name` names it in logs and errors.
-    pub async fn start(app: axum::Router, addr: SocketAddr, name: &str) -> anyhow::Result<Self> {
+    /// Serves the app `app(url)` makes on `addr` (port 0 picks a free port; the app learns its own URL, for
+    /// pages that link to themselves); `name` names it in logs and errors.
+    pub async fn start(app: impl FnOnce(&str) -> axum::Router, addr: SocketAddr, name: &str) -> anyhow::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding the {name} sandbox to {addr}"))?;
         let addr = listener.local_addr().with_context(|| format!("reading the {name} sandbox's bound address"))?;
+        let app = app(&format!("http://{addr}"));
         let (tx, rx) = oneshot::channel::<()>();
         let owned = name.to_owned();
         let task = tokio::spawn(async move {

@@ -162,7 +162,7 @@ impl std::fmt::Debug for LlmRunning {
 
 /// Serves one LLM sandbox on `addr` (port 0 picks a free port).
 pub async fn start(llm: Llm, addr: SocketAddr) -> anyhow::Result<LlmRunning> {
-    let server = crate::server::Server::start(router(llm), addr, llm.id()).await?;
+    let server = crate::server::Server::start(|_| router(llm), addr, llm.id()).await?;
     Ok(LlmRunning { llm, url: server.url.clone(), server })
 }
 

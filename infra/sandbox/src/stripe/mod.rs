@@ -22,14 +22,11 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use anyhow::Context as _;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 use state::StripeState;
 
@@ -160,32 +157,17 @@ fn build(app: App) -> Router {
 pub struct StripeRunning {
     /// `http://HOST:PORT`, the value for [`ENV_VAR`] (async-stripe's `ClientBuilder::url`).
     pub url: String,
-    addr: SocketAddr,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    server: crate::server::Server,
 }
 
 impl StripeRunning {
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// Stops accepting connections and waits (a few seconds at most) for requests in flight.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-        }
-    }
-}
-
-impl Drop for StripeRunning {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
+    pub async fn stop(self) {
+        self.server.stop().await
     }
 }
 
@@ -195,24 +177,10 @@ impl std::fmt::Debug for StripeRunning {
     }
 }
 
-/// Serves the Stripe sandbox on `addr` (port 0 picks a free port).
+/// Serves the Stripe sandbox on `addr` (port 0 picks a free port); its hosted pages link to that address.
 pub async fn start(addr: SocketAddr) -> anyhow::Result<StripeRunning> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the Stripe sandbox to {addr}"))?;
-    let addr = listener.local_addr().context("reading the Stripe sandbox's bound address")?;
-    let url = format!("http://{addr}");
-    let app = build(app_with_base(url.clone()));
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let served = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = rx.await;
-        });
-        if let Err(e) = served.await {
-            tracing::error!(error = %e, "Stripe sandbox server stopped");
-        }
-    });
-    tracing::info!(%addr, "Stripe sandbox listening");
-    Ok(StripeRunning { url, addr, shutdown: Some(tx), task: Some(task) })
+    let server = crate::server::Server::start(|url| build(app_with_base(url.to_owned())), addr, "stripe").await?;
+    Ok(StripeRunning { url: server.url.clone(), server })
 }
 
 #[cfg(test)]
