@@ -21,6 +21,8 @@ use aws_smithy_runtime_api::shared::IntoShared;
 #[derive(Debug, Default, Clone)]
 pub struct Tally {
     pub requests: BTreeMap<(String, String), u64>,
+    /// Time spent waiting for each kind of request, summed.
+    pub time: BTreeMap<(String, String), std::time::Duration>,
     pub write_units: u64,
     pub items_written: u64,
 }
@@ -136,7 +138,16 @@ struct CountingConnector {
 
 impl HttpConnector for CountingConnector {
     fn call(&self, request: HttpRequest) -> HttpConnectorFuture {
+        let key = classify(&request);
         self.counter.record(&request);
-        self.inner.call(request)
+        let (inner, counter) = (self.inner.call(request), self.counter.clone());
+        HttpConnectorFuture::new(async move {
+            let started = std::time::Instant::now();
+            let out = inner.await;
+            if let Ok(mut t) = counter.0.lock() {
+                *t.time.entry(key).or_default() += started.elapsed();
+            }
+            out
+        })
     }
 }
