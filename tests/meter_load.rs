@@ -95,7 +95,7 @@ async fn call(
     } else {
         format!("{}/v1/users/{uid}/ai/openai/v1/chat/completions", s.base)
     };
-    let req = s.http.post(url).timeout(Duration::from_secs(60)).json(&body);
+    let req = s.http.post(url).timeout(Duration::from_secs(180)).json(&body);
     let req = if anthropic {
         req.header("x-api-key", &tenant.api_key).header("anthropic-version", "2023-06-01")
     } else {
