@@ -238,25 +238,13 @@ async fn upstream_failures_pass_through_count_nothing_and_open_the_breaker_until
     let body: Value = r.json().await.unwrap_or(Value::Null);
     assert_eq!(body["error"]["type"], "overloaded_error");
     sandbox(&s, "anthropic", "POST", "/sandbox/faults", Some(json!({"hang": 1}))).await;
-    let r = s
-        .send(
-            s.http
-                .post(format!("{}/v1/users/{user}/ai/anthropic/v1/messages", s.base))
-                .header("x-api-key", &t.api_key)
-                .json(&claude_body("hi", 10, false)),
-        )
-        .await;
-    r.assert_error(503, "upstream_timeout");
+    let hi = || {
+        let url = format!("{}/v1/users/{user}/ai/anthropic/v1/messages", s.base);
+        s.send(s.http.post(url).header("x-api-key", &t.api_key).json(&claude_body("hi", 10, false)))
+    };
+    hi().await.assert_error(503, "upstream_timeout");
     let requests_so_far = n(&sandbox(&s, "anthropic", "GET", "/sandbox/state", None).await["requests"]);
-    let r = s
-        .send(
-            s.http
-                .post(format!("{}/v1/users/{user}/ai/anthropic/v1/messages", s.base))
-                .header("x-api-key", &t.api_key)
-                .json(&claude_body("hi", 10, false)),
-        )
-        .await;
-    r.assert_error(503, "upstream_unavailable");
+    hi().await.assert_error(503, "upstream_unavailable");
     assert_eq!(
         n(&sandbox(&s, "anthropic", "GET", "/sandbox/state", None).await["requests"]),
         requests_so_far,

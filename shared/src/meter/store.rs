@@ -220,11 +220,13 @@ impl Usage {
         self.in_flight_tokens += o.in_flight_tokens;
         for (k, m) in &o.by_model {
             let e = self.by_model.entry(k.clone()).or_default();
-            e.input_tokens += m.input_tokens;
-            e.output_tokens += m.output_tokens;
-            e.cache_tokens += m.cache_tokens;
-            e.requests += m.requests;
-            e.cost_micros += m.cost_micros;
+            *e = ModelUsage {
+                input_tokens: e.input_tokens + m.input_tokens,
+                output_tokens: e.output_tokens + m.output_tokens,
+                cache_tokens: e.cache_tokens + m.cache_tokens,
+                requests: e.requests + m.requests,
+                cost_micros: e.cost_micros + m.cost_micros,
+            };
         }
         for (k, v) in &o.events {
             *self.events.entry(k.clone()).or_default() += v;

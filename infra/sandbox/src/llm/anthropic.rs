@@ -211,17 +211,7 @@ async fn generate(app: &App, headers: &HeaderMap, raw: &[u8]) -> Result<Response
         cache_creation_input_tokens: d.cache_write,
     };
     let id = format!("msg_01{}", random_id(22));
-    let record = ResponseRecord {
-        id: id.clone(),
-        model: req.model.to_string(),
-        stream: req.stream,
-        api_key_suffix: req.key_suffix,
-        usage: Usage::default(),
-        text_tokens_sent: 0,
-        complete: false,
-        dropped: false,
-        stream_error: false,
-    };
+    let record = ResponseRecord::new(&id, req.model, req.stream, req.key_suffix);
 
     if !req.stream {
         let text: String = pieces.concat();

@@ -311,17 +311,7 @@ async fn generate(app: &App, headers: &HeaderMap, raw: &[u8]) -> Result<Response
     };
     let id = format!("chatcmpl-{}", random_id(29));
     let created = time::OffsetDateTime::now_utc().unix_timestamp();
-    let record = ResponseRecord {
-        id: id.clone(),
-        model: req.model.to_string(),
-        stream: req.stream,
-        api_key_suffix: req.key_suffix,
-        usage: Usage::default(),
-        text_tokens_sent: 0,
-        complete: false,
-        dropped: false,
-        stream_error: false,
-    };
+    let record = ResponseRecord::new(&id, req.model, req.stream, req.key_suffix);
 
     if !req.stream {
         let body = json!({

@@ -37,6 +37,23 @@ pub(crate) struct ResponseRecord {
     pub stream_error: bool,
 }
 
+impl ResponseRecord {
+    /// A generation about to be sent: nothing written yet.
+    pub fn new(id: &str, model: &str, stream: bool, api_key_suffix: String) -> Self {
+        Self {
+            id: id.to_owned(),
+            model: model.to_owned(),
+            stream,
+            api_key_suffix,
+            usage: Usage::default(),
+            text_tokens_sent: 0,
+            complete: false,
+            dropped: false,
+            stream_error: false,
+        }
+    }
+}
+
 /// Where a stream writes its progress: the record's index, valid while `epoch` matches (a reset bumps it).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct RecordRef {
