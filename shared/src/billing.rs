@@ -230,9 +230,17 @@ impl BillingStore {
         Ok(item.as_ref().and_then(|i| get_s(i, "user_id")).and_then(|u| UserId::parse(u).ok()))
     }
 
-    /// Replaces the user's subscription fields (the customer stays).
-    pub async fn put_state(&self, tenant: &TenantId, user: &UserId, st: &BillingState) -> Result<(), StoreError> {
-        let mut set = vec!["updated_at = :now"];
+    /// Replaces the user's subscription fields with what Stripe answered when asked at `read_at_ms` (unix
+    /// milliseconds), unless a later read was stored already (two webhooks racing): `false` then, and nothing
+    /// changed.
+    pub async fn put_state(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+        st: &BillingState,
+        read_at_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut set = vec!["updated_at = :now", "read_at = :read"];
         let mut remove = Vec::new();
         let mut req = self
             .client
@@ -240,6 +248,8 @@ impl BillingStore {
             .table_name(&self.table)
             .key("pk", s(tenant.as_str()))
             .key("sk", s(format!("billing#{user}")))
+            .condition_expression("attribute_not_exists(read_at) OR read_at <= :read")
+            .expression_attribute_values(":read", n(read_at_ms))
             .expression_attribute_values(":now", s(crate::time::now_rfc3339()));
         let fields: [(&str, &str, Option<AttributeValue>); 6] = [
             ("customer_id", ":cus", st.customer_id.as_deref().map(s)),
@@ -265,13 +275,17 @@ impl BillingStore {
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        req.update_expression(expr)
+        let out = req
+            .update_expression(expr)
             .expression_attribute_names("#status", "status")
             .expression_attribute_names("#plan", "plan")
             .send()
-            .await
-            .map_err(unavailable("storing billing state"))?;
-        Ok(())
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if conditional_failed(&e) => Ok(false),
+            Err(e) => Err(unavailable("storing billing state")(e)),
+        }
     }
 
     /// Whether a Stripe event was processed already.

@@ -279,6 +279,8 @@ async fn handle(
 ) -> Result<bool, ApiError> {
     let Some((sub_id, named_user)) = subscription_of(kind, object) else { return Ok(false) };
     let stripe = stripe(app, t, tenant_id).await?;
+    // When we asked: of two webhooks racing, the one that asked later (saw Stripe's later state) wins.
+    let read_at_ms = (shared::time::now().unix_timestamp_nanos() / 1_000_000) as i64;
     let sub = stripe.subscription(&sub_id).await?;
     let mut user = t.billing.user_of_customer(tenant_id, &sub.customer).await.map_err(|e| e.into_api("billing"))?;
     if user.is_none() {
@@ -325,7 +327,9 @@ async fn handle(
         current_period_end: sub.current_period_end,
         past_due_since,
     };
-    t.billing.put_state(tenant_id, &user, &after).await.map_err(|e| e.into_api("billing"))?;
+    if !t.billing.put_state(tenant_id, &user, &after, read_at_ms).await.map_err(|e| e.into_api("billing"))? {
+        return Ok(false);
+    }
     let set = |p: Option<PlanName>| async move {
         t.plans.set_user_plan(tenant_id, &user, p.as_ref()).await.map_err(|e| e.into_api("user"))
     };
