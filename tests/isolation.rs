@@ -76,6 +76,13 @@ fn body_for(
         ("POST", "/v1/usage/events") => Some(json!({
             "user_id": b_user_id, "event_name": "probe", "value": 1, "idempotency_key": "probe"
         })),
+        ("PUT", "/v1/settings/stripe") => {
+            Some(json!({"secret_key": "sk_test_isolation_a", "webhook_secret": "whsec_isolation_a"}))
+        }
+        ("POST", p) if p.ends_with("/billing/checkout") => Some(json!({
+            "plan": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"
+        })),
+        ("POST", p) if p.ends_with("/billing/portal") => Some(json!({"return_url": "https://a.example/back"})),
         ("PUT", "/v1/settings/connect") => Some(json!({"allowed_return_urls": ["https://a.example/done"]})),
         ("PUT", "/v1/settings/auth") => Some(json!({
             "issuer": stack.issuer, "jwks_url": format!("{}/jwks.json", stack.issuer), "audience": a.audience

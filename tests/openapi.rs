@@ -11,6 +11,7 @@ fn served(function: &str) -> BTreeSet<String> {
         "DataFunction" => data::routes().served(),
         "ConnectFunction" => connect::routes().served(),
         "WebhooksFunction" => webhooks::routes().served(),
+        "BillingFunction" => billing::routes().served(),
         other => panic!("no router for {other}"),
     };
     routes.into_iter().map(|(m, p)| format!("{m} {p}")).collect()
@@ -38,7 +39,7 @@ fn every_served_route_is_in_the_openapi_document_and_the_template_and_nothing_el
     assert!(extra.is_empty(), "in shared/openapi.yaml but served by no function: {extra:?}");
 }
 
-/// Public routes are the document, the providers' webhooks (their signatures are the credential), and the browser's side of connecting: the Connect page (its link is the
+/// Public routes are the document, the providers' and Stripe's webhooks (their signatures are the credential), and the browser's side of connecting: the Connect page (its link is the
 /// credential) and the providers' way back (its `state` is).
 #[test]
 fn only_the_openapi_document_the_connect_page_and_the_oauth_callback_are_public() {
@@ -55,6 +56,7 @@ fn only_the_openapi_document_the_connect_page_and_the_oauth_callback_are_public(
             "/connect/{link}/{provider}/sync",
             "/oauth/{provider}/callback",
             "/openapi.json",
+            "/webhooks/stripe/{tenant_id}",
             "/webhooks/{provider}/{tenant_id}",
             "/webhooks/{provider}/{tenant_id}"
         ]

@@ -5,6 +5,7 @@ pub mod apikey;
 pub mod auth;
 pub mod aws;
 pub mod batch;
+pub mod billing;
 pub mod config;
 pub mod connect;
 pub mod datastore;

@@ -29,7 +29,7 @@ pub struct TestStack {
     /// The issuer URL of this test's JWKS server (its JWKS is at `{issuer}/jwks.json`).
     pub issuer: String,
     /// This test's sandbox providers by provider id (`oura` -> `http://127.0.0.1:PORT`), and the sandbox
-    /// LLM APIs (`anthropic`, `openai`).
+    /// LLM APIs (`anthropic`, `openai`) and Stripe (`stripe`).
     pub sandboxes: std::collections::HashMap<String, String>,
     /// The KMS key of this stack's token vault.
     pub token_key_id: String,
@@ -95,6 +95,10 @@ async fn try_start(
         extra_env.entry(r.llm.env_var().to_owned()).or_insert_with(|| r.url.clone());
         sandboxes.insert(r.llm.id().to_owned(), r.url.clone());
     }
+    // Stripe for billing, by id too (`stripe`); a test's own env wins.
+    let stripe = sandbox::stripe::start((std::net::Ipv4Addr::LOCALHOST, 0).into()).await?;
+    extra_env.entry(sandbox::stripe::ENV_VAR.to_owned()).or_insert_with(|| stripe.url.clone());
+    sandboxes.insert("stripe".to_owned(), stripe.url.clone());
     let options = Options {
         prefix: prefix.clone(),
         operator_key: operator_key.clone(),
@@ -111,7 +115,7 @@ async fn try_start(
     let refs = stack.provisioned.refs.clone();
     // The sandboxes live as long as the test's runtime: they stop when `running` is dropped with it.
     tokio::spawn(async move {
-        let _keep = (running, llms);
+        let _keep = (running, llms, stripe);
         std::future::pending::<()>().await
     });
     // Sync jobs run as they would in Lambda; the pollers end with the test's runtime.

@@ -3,6 +3,7 @@
 
 pub mod meter_settings;
 pub mod provider_settings;
+pub mod stripe_settings;
 pub mod webhook_settings;
 
 use std::sync::Arc;
@@ -69,6 +70,9 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/settings/llm", meter_settings::list_llm)
         .put("/v1/settings/llm/{provider}", meter_settings::put_llm)
         .delete("/v1/settings/llm/{provider}", meter_settings::delete_llm)
+        .get("/v1/settings/stripe", stripe_settings::get_stripe)
+        .put("/v1/settings/stripe", stripe_settings::put_stripe)
+        .delete("/v1/settings/stripe", stripe_settings::delete_stripe)
         .get("/openapi.json", openapi)
 }
 

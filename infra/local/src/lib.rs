@@ -97,6 +97,12 @@ impl Stack {
             vault: Arc::new(shared::aws::vault(&hooks, &sdk)?),
             sync: queue(&hooks)?,
         };
+        let bill = env_of("BillingFunction")?;
+        let billing_router = billing::router(billing::AppState {
+            stores: stores(&bill),
+            vault: Arc::new(shared::aws::vault(&bill, &sdk)?),
+            stripe_url: options.extra_env.get(billing::STRIPE_URL_VAR).cloned(),
+        });
         let sync = env_of("SyncWorkerFunction")?;
         let worker = Arc::new(sync_worker::Worker {
             stores: stores(&sync),
@@ -184,6 +190,7 @@ impl Stack {
             ),
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
             ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
+            ("BillingFunction".to_owned(), billing_router),
         ]);
         let authorizer = Arc::new(authorizer);
         let metering = env_of("MeterFunction")?;

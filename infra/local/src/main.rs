@@ -30,6 +30,10 @@ async fn main() -> anyhow::Result<()> {
         let var = running.llm.env_var();
         extra_env.insert(var.to_owned(), std::env::var(var).unwrap_or_else(|_| running.url.clone()));
     }
+    // And Stripe, for billing (each tenant's account is any sk_test_ key; see infra/sandbox/README.md).
+    let stripe = sandbox::stripe::start((std::net::Ipv4Addr::LOCALHOST, 0).into()).await?;
+    let var = sandbox::stripe::ENV_VAR;
+    extra_env.insert(var.to_owned(), std::env::var(var).unwrap_or_else(|_| stripe.url.clone()));
     let options =
         Options { prefix, operator_key: operator_key.clone(), jwt: None, public_url: base.clone(), extra_env };
     let stack = Stack::start(sdk, options).await?;
@@ -47,8 +51,10 @@ Begin by creating a tenant:
 then use the api_key it returns:
   curl -s -X POST {base}/v1/users -H "x-api-key: <api_key>" -H 'content-type: application/json' \
        -d '{{"external_id": "user-42", "email": "ana@example.com"}}'
-The API is described at {base}/openapi.json. Ctrl-C stops everything.
+The API is described at {base}/openapi.json. Stripe (billing) is a sandbox at {stripe_url}.
+Ctrl-C stops everything.
 "#,
+        stripe_url = stripe.url,
         endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default(),
     );
     tokio::select! {

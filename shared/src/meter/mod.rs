@@ -126,6 +126,12 @@ pub struct Plan {
     /// Models the plan may call; absent means every priced model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub models: Option<Vec<String>>,
+    /// The Stripe price (in the tenant's own account) a subscription to this plan pays: `price_...`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe_price_id: Option<String>,
+    /// For a usage-based (metered) price: the Stripe billing meter's `event_name` usage is reported under.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_name: Option<String>,
 }
 
 impl Plan {
@@ -147,6 +153,28 @@ impl Plan {
                 return Err(format!(
                     "`{unknown}` is not a model the proxy knows; see GET /v1/settings/llm for the list"
                 ));
+            }
+        }
+        if let Some(price) = &self.stripe_price_id {
+            let ok = price.len() > 6
+                && price.len() <= 255
+                && price.starts_with("price_")
+                && price.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+            if !ok {
+                return Err(format!(
+                    "`{price}` is not a Stripe price id: copy the `price_...` id from your Stripe account"
+                ));
+            }
+        }
+        if let Some(name) = &self.event_name {
+            let ok = !name.is_empty()
+                && name.len() <= 100
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+            if !ok {
+                return Err("event_name must be 1 to 100 of letters, digits, `_`, `-` and `.`".into());
+            }
+            if self.stripe_price_id.is_none() {
+                return Err("event_name is for a usage-based Stripe price: set stripe_price_id too".into());
             }
         }
         Ok(())
@@ -274,10 +302,23 @@ mod tests {
     fn plan_names_and_plans_are_checked() {
         assert!(PlanName::parse("pro-2026").is_ok());
         assert!(PlanName::parse("Pro").is_err());
-        let plan = Plan { monthly_tokens: 1000, requests_per_minute: 0, grace_tokens: 0, models: None };
+        let plan = Plan {
+            monthly_tokens: 1000,
+            requests_per_minute: 0,
+            grace_tokens: 0,
+            models: None,
+            stripe_price_id: None,
+            event_name: None,
+        };
         assert!(plan.check().is_err());
         let plan = Plan { requests_per_minute: 10, models: Some(vec!["gpt-9".into()]), ..plan };
         assert!(plan.check().is_err_and(|e| e.contains("gpt-9")));
+        let plan = Plan { models: None, stripe_price_id: Some("prod_1".into()), ..plan };
+        assert!(plan.check().is_err_and(|e| e.contains("price_")));
+        let plan = Plan { stripe_price_id: None, event_name: Some("tokens".into()), ..plan };
+        assert!(plan.check().is_err_and(|e| e.contains("stripe_price_id")));
+        let plan = Plan { stripe_price_id: Some("price_1Abc".into()), ..plan };
+        assert!(plan.check().is_ok());
     }
 
     #[test]
@@ -287,6 +328,8 @@ mod tests {
             requests_per_minute: 10,
             grace_tokens: 0,
             models: Some(vec!["claude-haiku-4-5".into()]),
+            stripe_price_id: None,
+            event_name: None,
         };
         assert!(plan.allows("claude-haiku-4-5-20251001"));
         assert!(!plan.allows("claude-opus-4-1"));

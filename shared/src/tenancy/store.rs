@@ -145,6 +145,10 @@ impl TenancyStore {
     }
 
     /// Plans, metering settings and LLM keys on the same table and credentials.
+    pub fn billing_store(&self) -> crate::billing::BillingStore {
+        crate::billing::BillingStore::new(self.client.clone(), &self.table)
+    }
+
     pub fn plan_store(&self) -> crate::meter::PlanStore {
         crate::meter::PlanStore::new(self.client.clone(), &self.table)
     }
