@@ -304,7 +304,7 @@ impl BillingStore {
     /// Marks a Stripe event processed (a conditional put); `false` when it was marked already.
     pub async fn mark_event(&self, tenant: &TenantId, event: &str, kind: &str) -> Result<bool, StoreError> {
         let now = crate::time::now();
-        let out = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
@@ -312,15 +312,8 @@ impl BillingStore {
             .item("sk", s(format!("stripe_evt#{event}")))
             .item("type", s(kind))
             .item("processed_at", s(crate::time::format(now)))
-            .item("ttl", n((now + EVENT_MARKER_TTL).unix_timestamp()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("marking a Stripe event")(e)),
-        }
+            .item("ttl", n((now + EVENT_MARKER_TTL).unix_timestamp()));
+        crate::dynamo::put_if_absent(put, "marking a Stripe event").await
     }
 }
 

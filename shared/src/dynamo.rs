@@ -102,3 +102,16 @@ pub async fn query_all(
         }
     }
 }
+
+/// Puts an item only where none is (`attribute_not_exists(pk)`): `true` when it was put, `false` when the
+/// item was there (the expected outcome for markers of things already done).
+pub async fn put_if_absent(
+    put: aws_sdk_dynamodb::operation::put_item::builders::PutItemFluentBuilder,
+    what: &'static str,
+) -> Result<bool, StoreError> {
+    match put.condition_expression("attribute_not_exists(pk)").send().await {
+        Ok(_) => Ok(true),
+        Err(e) if conditional_failed(&e) => Ok(false),
+        Err(e) => Err(unavailable(what)(e)),
+    }
+}

@@ -306,21 +306,14 @@ impl SubscriptionStore {
     pub async fn first_delivery(&self, tenant: &TenantId, p: ProviderId, body: &[u8]) -> Result<bool, StoreError> {
         let digest = delivery_digest(body);
         let expires = crate::time::now().unix_timestamp() + DELIVERY_TTL_SECONDS;
-        let out = self
+        let put = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("pk", s(tenant.as_str()))
             .item("sk", s(format!("hook#{p}#{digest}")))
-            .item("ttl", AttributeValue::N(expires.to_string()))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("recording a webhook delivery")(e)),
-        }
+            .item("ttl", AttributeValue::N(expires.to_string()));
+        crate::dynamo::put_if_absent(put, "recording a webhook delivery").await
     }
 
     /// Stamps a verified event: `last_webhook_at` on the user's connection (the polling fallback reads it
