@@ -275,17 +275,11 @@ impl BillingStore {
         if !remove.is_empty() {
             expr.push_str(&format!(" REMOVE {}", remove.join(", ")));
         }
-        let out = req
+        let req = req
             .update_expression(expr)
             .expression_attribute_names("#status", "status")
-            .expression_attribute_names("#plan", "plan")
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("storing billing state")(e)),
-        }
+            .expression_attribute_names("#plan", "plan");
+        crate::dynamo::update_if(req, "storing billing state").await
     }
 
     /// Whether a Stripe event was processed already.

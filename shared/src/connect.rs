@@ -604,11 +604,7 @@ impl ConnectStore {
         for (k, v) in values {
             req = req.expression_attribute_values(k, v);
         }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("updating a connection")(e)),
-        }
+        crate::dynamo::update_if(req, "updating a connection").await
     }
 
     /// Sets a connection's status (Sync now marks it syncing); `NotFound` when there is none.

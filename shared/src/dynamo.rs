@@ -115,3 +115,16 @@ pub async fn put_if_absent(
         Err(e) => Err(unavailable(what)(e)),
     }
 }
+
+/// Sends an update that carries its own condition: `true` when it was applied, `false` when the condition
+/// refused it (the expected outcome of a compare-and-set).
+pub async fn update_if(
+    update: aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder,
+    what: &'static str,
+) -> Result<bool, StoreError> {
+    match update.send().await {
+        Ok(_) => Ok(true),
+        Err(e) if conditional_failed(&e) => Ok(false),
+        Err(e) => Err(unavailable(what)(e)),
+    }
+}

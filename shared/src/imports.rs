@@ -7,7 +7,7 @@ use std::fmt;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde::{Deserialize, Serialize};
 
-use crate::dynamo::{Item, conditional_failed, get_s, req_s, s, unavailable};
+use crate::dynamo::{Item, get_s, req_s, s, unavailable};
 use crate::ids::{TenantId, UserId};
 use crate::tenancy::StoreError;
 
@@ -285,11 +285,7 @@ impl ImportStore {
             allowed.push(format!(":f{i}"));
         }
         req = req.condition_expression(format!("attribute_exists(pk) AND #st IN ({})", allowed.join(", ")));
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("changing an import's status")(e)),
-        }
+        crate::dynamo::update_if(req, "changing an import's status").await
     }
 
     /// Records progress (and, with `checkpoint`, where a paused import resumes, counting the resume) while it

@@ -255,16 +255,11 @@ impl NotifyStore {
             .item("status", s(d.status.as_str()))
             .item("attempts", n(d.attempts))
             .item("created_at", s(&d.created_at))
-            .item("updated_at", s(&d.created_at))
-            .condition_expression("attribute_not_exists(pk)");
+            .item("updated_at", s(&d.created_at));
         if let Some(at) = &d.next_attempt_at {
             req = req.item("next_attempt_at", s(at));
         }
-        match req.send().await {
-            Ok(_) => Ok(true),
-            Err(e) if conditional_failed(&e) => Ok(false),
-            Err(e) => Err(unavailable("storing a webhook delivery")(e)),
-        }
+        crate::dynamo::put_if_absent(req, "storing a webhook delivery").await
     }
 
     pub async fn delivery(&self, tenant: &TenantId, id: &str) -> Result<Option<Delivery>, StoreError> {
