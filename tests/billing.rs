@@ -1,10 +1,12 @@
 //! Billing end to end against moto and the Stripe sandbox: a tenant's own Stripe keys, checkout and the portal
 //! for its users, and Stripe's signed webhooks moving users between plans, also when events come twice, out
-//! of order, late, unsigned, stale, for no tenant, or while Stripe is down.
+//! of order, late, unsigned, stale, for no tenant, or while Stripe is down; and metered usage reported to
+//! Stripe meters exactly once, through Stripe failures and redelivered batches, then reconciled.
 
 use std::time::Duration;
 
-use integration_tests::{Auth, TestStack, TestTenant, start, user_token};
+use integration_tests::meter::{ANTHROPIC_KEY, claude, claude_body};
+use integration_tests::{Auth, TestStack, TestTenant, start, start_with_env, user_token};
 use serde_json::{Value, json};
 
 /// A tenant billing through its own sandbox Stripe account.
@@ -14,6 +16,8 @@ struct Billed {
     stripe: String,
     key: String,
     account: String,
+    /// The account's seeded prices by lookup key.
+    prices: Value,
 }
 
 fn http() -> reqwest::Client {
@@ -51,8 +55,8 @@ async fn billed(s: &TestStack) -> Billed {
         .unwrap_or_default();
     let key = acct["secret_key"].as_str().unwrap_or_default().to_owned();
     let t = s.tenant("Billing Co").await;
-    let mut b =
-        Billed { t, user: String::new(), stripe, key, account: acct["account"].as_str().unwrap_or_default().into() };
+    let account = acct["account"].as_str().unwrap_or_default().into();
+    let mut b = Billed { t, user: String::new(), stripe, key, account, prices: acct["prices"].clone() };
     let auth = Auth::Bearer(&b.t.api_key);
     let url = format!("{}/webhooks/stripe/{}", s.base, b.t.id);
     let endpoint = stripe_post(&b, "/v1/webhook_endpoints", &[("url", &url), ("enabled_events[0]", "*")]).await;
@@ -409,4 +413,207 @@ async fn stripe_settings_are_checked_sealed_shown_as_hints_and_required_for_chec
     assert_eq!(s.call("GET", "/v1/settings/stripe", auth.clone(), None).await.body["configured"], false);
     let body = json!({"plan": "pro", "success_url": "https://app.example/ok", "cancel_url": "https://app.example/no"});
     s.call("POST", &path, auth.clone(), Some(body)).await.assert_error(409, "stripe_not_configured");
+}
+
+/// The ledger entries of one user, straight from the meter table.
+async fn ledger_items(
+    s: &TestStack,
+    tenant: &str,
+    user: &str,
+) -> Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>> {
+    let out = s
+        .dynamodb
+        .query()
+        .table_name(&s.refs["MeterTable"])
+        .key_condition_expression("pk = :pk AND begins_with(sk, :l)")
+        .expression_attribute_values(":pk", aws_sdk_dynamodb::types::AttributeValue::S(format!("{tenant}#{user}")))
+        .expression_attribute_values(":l", aws_sdk_dynamodb::types::AttributeValue::S("ledger#".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    out.items.unwrap_or_default()
+}
+
+fn attr<'a>(item: &'a std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>, k: &str) -> &'a str {
+    item.get(k).and_then(|v| v.as_s().or_else(|_| v.as_n()).ok()).map_or("", String::as_str)
+}
+
+async fn reconciliation(s: &TestStack, b: &Billed, query: &str) -> Value {
+    let r = s.call("GET", &format!("/v1/billing/reconciliation{query}"), Auth::Bearer(&b.t.api_key), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.body
+}
+
+#[tokio::test]
+async fn metered_usage_reaches_stripe_meters_exactly_once_through_failures_and_redeliveries_and_reconciles() {
+    let s = start_with_env(std::collections::HashMap::from([("USAGE_CLAIM_SECONDS".to_owned(), "1".to_owned())])).await;
+    let b = billed(&s).await;
+    let auth = Auth::Bearer(&b.t.api_key);
+    // GIVEN a usage-billed plan on the sandbox's metered price (its meter's event is `tenantry_tokens`)
+    let r = s.call("PUT", "/v1/settings/llm/anthropic", auth.clone(), Some(json!({"api_key": ANTHROPIC_KEY}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let price = b.prices["tokens_metered"].as_str().unwrap_or_default().to_owned();
+    let metered = json!({"monthly_tokens": 1_000_000, "requests_per_minute": 600, "stripe_price_id": price,
+                         "event_name": "tenantry_tokens"});
+    let r = s.call("PUT", "/v1/settings/plans/pro", auth.clone(), Some(metered)).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // AND a user who subscribed to it, and one put on it by hand, with no Stripe customer
+    subscribe(&s, &b).await;
+    let payer = b.user.clone();
+    let walk_in = s.user(&b.t, "walk-in").await["id"].as_str().unwrap_or_default().to_owned();
+    let r = s.call("PUT", &format!("/v1/users/{walk_in}/plan"), auth.clone(), Some(json!({"plan": "pro"}))).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    delivered(&b).await;
+
+    // WHEN they use the AI (JSON and streams) and the tenant records an event twice
+    for i in 0..5 {
+        let r = claude(&s, &b.t, &payer, &claude_body(&format!("question {i}"), 40, i % 2 == 1)).await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap_or_default();
+    }
+    let r = claude(&s, &b.t, &walk_in, &claude_body("hello", 40, false)).await;
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap_or_default();
+    for _ in 0..2 {
+        let event = json!({"user_id": payer, "event_name": "images", "value": 3, "idempotency_key": "img-1"});
+        let r = s.call("POST", "/v1/usage/events", auth.clone(), Some(event)).await;
+        assert!(r.status == 201 || r.status == 200, "{}", r.body);
+    }
+    // AND one entry is older than Stripe's 35 days (a backlog that was never sent)
+    let old_at = shared::time::format(shared::time::now() - time::Duration::days(36));
+    let old_period = &old_at[..7];
+    let s_ = |v: &str| aws_sdk_dynamodb::types::AttributeValue::S(v.to_owned());
+    let n_ = |v: &str| aws_sdk_dynamodb::types::AttributeValue::N(v.to_owned());
+    s.dynamodb
+        .put_item()
+        .table_name(&s.refs["MeterTable"])
+        .item("pk", s_(&format!("{}#{payer}", b.t.id)))
+        .item("sk", s_(&format!("ledger#{old_period}#led_old")))
+        .item("id", s_("led_old"))
+        .item("kind", s_("event"))
+        .item("created_at", s_(&old_at))
+        .item("meter_event", s_("tenantry_tokens"))
+        .item("report_value", n_("999"))
+        .item("report", s_("pending"))
+        .item("rpk", s_("report#3"))
+        .item("rdue", n_("0"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // (with its month's usage item, as every entry has)
+    s.dynamodb
+        .put_item()
+        .table_name(&s.refs["MeterTable"])
+        .item("pk", s_(&format!("{}#{payer}", b.t.id)))
+        .item("sk", s_(&format!("period#{old_period}")))
+        .item("gsi1pk", s_(&format!("{}#{old_period}", b.t.id)))
+        .item("gsi1sk", s_(&payer))
+        .item("ev#tenantry_tokens", n_("999"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    // AND Stripe fails the first two meter events it is sent
+    let r = sandbox(&b, "/sandbox/faults", json!({"server_error": 2})).await;
+    assert_eq!(r["server_error"], 2, "{r}");
+
+    // THEN sweeps report every entry; the failed ones on a later sweep
+    for _ in 0..60 {
+        s.tick("UsageReporterFunction").await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // (without asking Stripe, so that only the reporter meets its failures)
+        let rec = reconciliation(&s, &b, "?stripe=false").await;
+        let pending = rec["by_event"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .any(|(_, e)| e["by_status"]["pending"]["entries"].as_u64() > Some(0));
+        let old = ledger_items(&s, &b.t.id, &payer).await.into_iter().find(|i| attr(i, "id") == "led_old");
+        if !pending && old.is_some_and(|i| attr(&i, "report") != "pending") {
+            break;
+        }
+    }
+    assert_eq!(sandbox(&b, "/sandbox/faults", json!({})).await["server_error"], 0, "the reporter met both failures");
+    let rec = reconciliation(&s, &b, "").await;
+    let items = ledger_items(&s, &b.t.id, &payer).await;
+    let sent: Vec<_> = items.iter().filter(|i| attr(i, "id") != "led_old").collect();
+    assert_eq!(sent.len(), 6, "five calls and one event: {items:?}");
+    assert!(sent.iter().all(|i| attr(i, "report") == "reported"), "{items:?}");
+    let old = items.iter().find(|i| attr(i, "id") == "led_old").unwrap_or_else(|| panic!("old entry gone"));
+    assert_eq!(attr(old, "report"), "expired", "{old:?}");
+
+    // AND Stripe holds each entry exactly once, under its id, with its value and the payer's customer
+    let acct = account_state(&b).await;
+    let recorded = acct["meter_events"]["recorded"].as_array().cloned().unwrap_or_default();
+    let mut ids: Vec<&str> = recorded.iter().filter_map(|m| m["identifier"].as_str()).collect();
+    ids.sort_unstable();
+    let mut want: Vec<&str> = sent.iter().map(|i| attr(i, "id")).collect();
+    want.sort_unstable();
+    assert_eq!(ids, want, "one meter event per entry of the payer: {recorded:?}");
+    let customer = billing(&s, &b).await["customer_id"].clone();
+    assert!(recorded.iter().all(|m| m["customer"] == customer), "{recorded:?}");
+    let tokens: f64 =
+        sent.iter().filter(|i| attr(i, "kind") == "llm").map(|i| attr(i, "tokens").parse::<f64>().unwrap_or(0.0)).sum();
+    let stripe_tokens: f64 = recorded
+        .iter()
+        .filter(|m| m["event_name"] == "tenantry_tokens")
+        .map(|m| m["value"].as_str().and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0))
+        .sum();
+    assert!(tokens > 0.0 && (tokens - stripe_tokens).abs() < 1e-9, "ledger {tokens} vs Stripe {stripe_tokens}");
+    assert!(recorded.iter().any(|m| m["event_name"] == "images" && m["value"] == "3"), "{recorded:?}");
+
+    // AND the reconciliation agrees with Stripe for the payer, and flags the walk-in as unbillable
+    let rows = rec["users"].as_array().cloned().unwrap_or_default();
+    let row = |user: &str, event: &str| {
+        rows.iter().find(|r| r["user_id"] == user && r["event_name"] == event).cloned().unwrap_or(Value::Null)
+    };
+    let paid = row(&payer, "tenantry_tokens");
+    assert_eq!(paid["stripe_value"].as_f64(), Some(tokens), "{rec}");
+    assert_eq!(paid["by_status"]["reported"]["value"].as_f64(), Some(tokens), "{rec}");
+    assert_eq!(row(&walk_in, "tenantry_tokens")["status"], "unbilled", "{rec}");
+    assert_eq!(row(&payer, "images")["status"], "balanced", "{rec}");
+    assert_eq!(rec["stripe"]["events_without_meter"], json!(["images"]), "{rec}");
+    assert_eq!(rec["balanced"], false, "{rec}");
+    let problems = rec["problems"].as_array().cloned().unwrap_or_default();
+    assert!(problems.iter().any(|p| p["user_id"] == walk_in.as_str() && p["status"] == "unbillable"), "{rec}");
+    // AND the month of the backlog shows the entry Stripe could no longer take
+    let r = s.call("GET", &format!("/v1/billing/reconciliation?period={old_period}"), auth.clone(), None).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(
+        r.body["by_event"]["tenantry_tokens"]["by_status"]["expired"]["value"].as_f64(),
+        Some(999.0),
+        "{}",
+        r.body
+    );
+    let problems = r.body["problems"].as_array().cloned().unwrap_or_default();
+    assert!(problems.iter().any(|p| p["entry_id"] == "led_old" && p["status"] == "expired"), "{}", r.body);
+
+    // WHEN an old batch of the payer's entries is delivered again, and the sweep runs again
+    let entries: Vec<Value> = sent
+        .iter()
+        .map(|i| {
+            json!({"tenant_id": b.t.id, "user_id": payer, "sk": attr(i, "sk"), "id": attr(i, "id"),
+                   "event_name": "tenantry_tokens", "value": "1", "timestamp": shared::time::now().unix_timestamp()})
+        })
+        .collect();
+    let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
+    sqs.send_message()
+        .queue_url(&s.refs["UsageQueue"])
+        .message_body(json!({"tenant_id": b.t.id, "entries": entries}).to_string())
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
+    for _ in 0..10 {
+        if integration_tests::messages_waiting(&sqs, &s.refs["UsageQueue"]).await == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    s.tick("UsageReporterFunction").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // THEN Stripe was not even asked again
+    let again = account_state(&b).await;
+    assert_eq!(again["meter_events"]["recorded"].as_array().map(Vec::len), Some(recorded.len()), "{again}");
+    assert_eq!(again["meter_events"]["duplicates"], json!([]), "{again}");
 }

@@ -1,8 +1,10 @@
 //! SQS-triggered functions with partial batch failures: every message of a batch runs concurrently, and only
 //! the ones that must come back are reported (`ReportBatchItemFailures`), so one bad message never makes SQS
-//! redeliver the whole batch.
+//! redeliver the whole batch. And the sending side: messages queued ten to a SendMessageBatch call.
 
 use std::future::Future;
+
+use anyhow::Context;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
@@ -20,4 +22,45 @@ where
         }
     }
     response
+}
+
+/// Queues messages (body, delay in seconds, at most 900), ten to a SendMessageBatch call. Entries SQS refuses
+/// are sent again (three tries); what still fails is an error naming how many of `what`.
+pub async fn send_many(
+    client: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[(String, i32)],
+    what: &str,
+) -> anyhow::Result<()> {
+    use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
+    for chunk in messages.chunks(10) {
+        let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, (body, delay))| {
+                SendMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .message_body(body)
+                    .delay_seconds((*delay).clamp(0, 900))
+                    .build()
+            })
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("building a batch of {what}"))?;
+        for _ in 0..3 {
+            if pending.is_empty() {
+                break;
+            }
+            let out = client
+                .send_message_batch()
+                .queue_url(url)
+                .set_entries(Some(pending.clone()))
+                .send()
+                .await
+                .with_context(|| format!("queueing {what}"))?;
+            let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
+            pending.retain(|e| failed.contains(&e.id()));
+        }
+        anyhow::ensure!(pending.is_empty(), "SQS refused {} {what} three times", pending.len());
+    }
+    Ok(())
 }

@@ -36,6 +36,8 @@ pub struct Config {
     pub meter_table: Option<String>,
     /// `TENANTRY_ANTHROPIC_URL` and `TENANTRY_OPENAI_URL`: where the AI proxy sends calls (unset: the real APIs).
     pub llm_urls: std::collections::HashMap<crate::meter::LlmProvider, String>,
+    /// Ledger entries on their way to Stripe meters (`USAGE_QUEUE_URL`).
+    pub usage_queue_url: Option<String>,
 }
 
 impl Config {
@@ -68,7 +70,9 @@ impl Config {
             .into_iter()
             .filter_map(|p| get(p.env_var()).filter(|v| !v.is_empty()).map(|u| (p, u)))
             .collect();
+        let usage_queue_url = get("USAGE_QUEUE_URL").filter(|v| !v.is_empty());
         Ok(Self {
+            usage_queue_url,
             meter_table,
             llm_urls,
             import_bucket,

@@ -147,38 +147,11 @@ impl SyncQueue {
     /// Queues jobs, each with its own delay (at most 900 s), ten to a SendMessageBatch call. Entries SQS
     /// refuses are sent again (three tries); what still fails is an error naming how many.
     pub async fn send_many(&self, jobs: &[(SyncJob, i32)]) -> anyhow::Result<()> {
-        use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
-        for chunk in jobs.chunks(10) {
-            let mut pending: Vec<SendMessageBatchRequestEntry> = chunk
-                .iter()
-                .enumerate()
-                .map(|(i, (job, delay))| {
-                    SendMessageBatchRequestEntry::builder()
-                        .id(i.to_string())
-                        .message_body(serde_json::to_string(job).unwrap_or_default())
-                        .delay_seconds((*delay).clamp(0, 900))
-                        .build()
-                })
-                .collect::<Result<_, _>>()
-                .context("building a batch of sync jobs")?;
-            for _ in 0..3 {
-                if pending.is_empty() {
-                    break;
-                }
-                let out = self
-                    .client
-                    .send_message_batch()
-                    .queue_url(&self.url)
-                    .set_entries(Some(pending.clone()))
-                    .send()
-                    .await
-                    .context("queueing sync jobs")?;
-                let failed: Vec<&str> = out.failed().iter().map(|f| f.id()).collect();
-                pending.retain(|e| failed.contains(&e.id()));
-            }
-            anyhow::ensure!(pending.is_empty(), "SQS refused {} sync jobs three times", pending.len());
-        }
-        Ok(())
+        let bodies = jobs
+            .iter()
+            .map(|(job, delay)| Ok((serde_json::to_string(job)?, *delay)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        crate::batch::send_many(&self.client, &self.url, &bodies, "sync jobs").await
     }
 
     /// Puts a received message back after `seconds` (a provider's rate-limit reset, a busy lease), without

@@ -35,6 +35,8 @@ pub struct TestStack {
     pub token_key_id: String,
     /// What each logical resource of template.yaml became (table names, queue URLs, ...).
     pub refs: std::collections::HashMap<String, String>,
+    /// The scheduled functions' runs, to run one now instead of waiting for its tick.
+    pub ticks: std::collections::HashMap<String, tenantry_local::workers::TickHandler>,
 }
 
 /// A tenant made through the operator API.
@@ -107,6 +109,7 @@ async fn try_start(
         extra_env,
     };
     let mut stack = Stack::start(sdk.clone(), options).await?;
+    let runs = stack.workers.ticks.clone();
     if !ticks {
         stack.workers.ticks.clear();
     }
@@ -133,6 +136,7 @@ async fn try_start(
         sandboxes,
         token_key_id,
         refs,
+        ticks: runs,
     })
 }
 
@@ -199,6 +203,14 @@ impl TestStack {
         let status = response.status().as_u16();
         let text = response.text().await.unwrap_or_default();
         Reply { status, body: serde_json::from_str(&text).unwrap_or(Value::Null) }
+    }
+
+    /// Runs a scheduled function (by logical id) once, now.
+    pub async fn tick(&self, function: &str) {
+        let run = self.ticks.get(function).unwrap_or_else(|| panic!("no scheduled function {function}"));
+        if let Err(e) = run().await {
+            panic!("{function} failed: {e:?}");
+        }
     }
 
     pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Reply {

@@ -6,6 +6,7 @@
 //! matter (the state applied is always Stripe's latest); each event id is processed once (a conditional
 //! marker); we answer non-2xx only when we failed, so Stripe retries exactly then.
 
+pub mod reconcile;
 pub mod signature;
 pub mod stripe_api;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub vault: Arc<Vault>,
     /// `TENANTRY_STRIPE_URL`: where Stripe calls go instead of `https://api.stripe.com` (the sandbox).
     pub stripe_url: Option<String>,
+    /// The usage ledger (`METER_TABLE`), for the reconciliation report.
+    pub meter_table: String,
 }
 
 pub fn routes() -> Routes<AppState> {
@@ -48,6 +51,7 @@ pub fn routes() -> Routes<AppState> {
         .post("/v1/me/billing/portal", portal)
         .get("/v1/users/{user_id}/billing", get_billing)
         .get("/v1/me/billing", get_billing)
+        .get("/v1/billing/reconciliation", reconcile::reconciliation)
         .post("/webhooks/stripe/{tenant_id}", webhook)
 }
 
@@ -55,18 +59,18 @@ pub fn router(state: AppState) -> axum::Router {
     routes().into_router(state)
 }
 
-struct Tenant {
+pub(crate) struct Tenant {
     billing: BillingStore,
     plans: PlanStore,
 }
 
-async fn tenant(app: &AppState, tenant: &TenantId) -> Result<Tenant, ApiError> {
+pub(crate) async fn tenant(app: &AppState, tenant: &TenantId) -> Result<Tenant, ApiError> {
     let store = app.stores.tenant(tenant).await?;
     Ok(Tenant { billing: store.billing_store(), plans: store.plan_store() })
 }
 
 /// The tenant's Stripe client; 409 when the tenant has not set its keys.
-async fn stripe(app: &AppState, t: &Tenant, tenant: &TenantId) -> Result<Stripe, ApiError> {
+pub(crate) async fn stripe(app: &AppState, t: &Tenant, tenant: &TenantId) -> Result<Stripe, ApiError> {
     let settings = t.billing.stripe(tenant).await.map_err(|e| e.into_api("Stripe settings"))?.ok_or_else(|| {
         ApiError::conflict("stripe_not_configured", "set your Stripe keys first: PUT /v1/settings/stripe")
     })?;

@@ -11,6 +11,7 @@ async fn main() -> Result<(), lambda_http::Error> {
         stores: Stores::from_config(&config, &aws),
         vault: Arc::new(shared::aws::vault(&config, &aws)?),
         stripe_url: std::env::var(billing::STRIPE_URL_VAR).ok().filter(|v| !v.is_empty()),
+        meter_table: config.meter_table.clone().ok_or("METER_TABLE is not set")?,
     };
     lambda_http::run(billing::router(state)).await
 }

@@ -1,6 +1,7 @@
 //! The Stripe calls billing makes, through async-stripe 1.0 with the tenant's own secret key: customers,
-//! Checkout Sessions (mode subscription), portal sessions, and reading a subscription back. Stripe's
-//! answers become our error shape: a refused key or request says what to fix, an unreachable Stripe is 503.
+//! Checkout Sessions (mode subscription), portal sessions, reading a subscription back, meter events and
+//! meters' totals. Stripe's answers become our error shape: a refused key or request says what to fix, an
+//! unreachable Stripe is 503.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -8,6 +9,9 @@ use std::time::Duration;
 use shared::ApiError;
 use shared::ids::{TenantId, UserId};
 use stripe::{IdempotencyKey, RequestStrategy, StripeError, StripeRequest};
+use stripe_billing::billing_meter::ListBillingMeter;
+use stripe_billing::billing_meter_event::CreateBillingMeterEvent;
+use stripe_billing::billing_meter_event_summary::ListIdBillingMeterEventSummary;
 use stripe_billing::billing_portal_session::CreateBillingPortalSession;
 use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::checkout_session::{
@@ -37,6 +41,19 @@ pub struct Subscription {
     /// Unix seconds: the latest end of its items' current periods.
     pub current_period_end: Option<i64>,
     pub metadata: HashMap<String, String>,
+}
+
+/// How sending one meter event ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MeterOutcome {
+    /// Stripe has it (now, or from an earlier send with the same identifier).
+    Accepted,
+    /// Stripe refused it as too old (past its 35 days).
+    TooOld(String),
+    /// Stripe refused it for good (a deleted customer, a bad value...): its message.
+    Refused(String),
+    /// Stripe was unreachable, limited us, failed, or refused the key: worth another try later.
+    Retry(String),
 }
 
 /// Maps a Stripe failure: the key refused -> 409, a request refused -> 400 with Stripe's message, anything
@@ -154,5 +171,73 @@ impl Stripe {
             current_period_end: sub.items.data.iter().map(|i| i.current_period_end).max(),
             metadata: sub.metadata,
         })
+    }
+
+    /// Sends one meter event; `identifier` makes a repeat (a retry, a redelivered message) count once.
+    pub async fn meter_event(
+        &self,
+        event_name: &str,
+        customer: &str,
+        value: &str,
+        identifier: &str,
+        timestamp: i64,
+    ) -> MeterOutcome {
+        let payload = HashMap::from([
+            ("stripe_customer_id".to_owned(), customer.to_owned()),
+            ("value".to_owned(), value.to_owned()),
+        ]);
+        // No Idempotency-Key: Stripe would replay a saved 500 for a day; the identifier already dedupes.
+        let sent = CreateBillingMeterEvent::new(event_name, payload)
+            .identifier(identifier)
+            .timestamp(timestamp)
+            .send(&self.client)
+            .await;
+        match sent {
+            Ok(_) => MeterOutcome::Accepted,
+            Err(StripeError::Stripe(err, status)) => {
+                let code = err.code.as_ref().map(|c| c.as_str().to_owned()).unwrap_or_default();
+                let message = format!("{} ({status} {code})", err.message.as_deref().unwrap_or("no message"));
+                // Stripe has an event with this identifier already: counted once, as we want.
+                let duplicate = code.contains("duplicate")
+                    || err.message.as_deref().is_some_and(|m| m.contains("identifier") && m.contains("already"));
+                match status {
+                    400 if duplicate => MeterOutcome::Accepted,
+                    400 if code == "timestamp_too_far_in_past" => MeterOutcome::TooOld(message),
+                    400 | 404 => MeterOutcome::Refused(message),
+                    _ => MeterOutcome::Retry(message),
+                }
+            }
+            Err(other) => MeterOutcome::Retry(other.to_string()),
+        }
+    }
+
+    /// The account's active meters: event name -> meter id.
+    pub async fn meters(&self) -> Result<HashMap<String, String>, ApiError> {
+        let mut out = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut req = ListBillingMeter::new().limit(100).status(stripe_billing::BillingMeterStatus::Active);
+            if let Some(a) = &after {
+                req = req.starting_after(a.as_str());
+            }
+            let page = req.send(&self.client).await.map_err(api_error)?;
+            for m in &page.data {
+                out.insert(m.event_name.clone(), m.id.to_string());
+            }
+            match page.data.last() {
+                Some(last) if page.has_more => after = Some(last.id.to_string()),
+                _ => return Ok(out),
+            }
+        }
+    }
+
+    /// What Stripe has aggregated for one customer on a meter over `[start, end)` (minute-aligned seconds).
+    pub async fn meter_total(&self, meter: &str, customer: &str, start: i64, end: i64) -> Result<f64, ApiError> {
+        let page = ListIdBillingMeterEventSummary::new(meter, customer, end, start)
+            .limit(100)
+            .send(&self.client)
+            .await
+            .map_err(api_error)?;
+        Ok(page.data.iter().map(|s| s.aggregated_value).sum())
     }
 }

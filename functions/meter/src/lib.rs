@@ -22,7 +22,7 @@ use shared::ApiError;
 use shared::http::{Json, Query, Routes, Subject, TenantScope};
 use shared::ids::{TenantId, UserId};
 use shared::meter::store::EventOutcome;
-use shared::meter::{LlmProvider, Period, PlanName, PlanStore, Usage};
+use shared::meter::{LlmProvider, NewEvent, Period, PlanName, PlanStore, ReportAs, Usage, report};
 use shared::tenancy::Stores;
 use shared::vault::Vault;
 
@@ -177,10 +177,7 @@ struct PeriodQuery {
 }
 
 fn period(q: &PeriodQuery) -> Result<Period, ApiError> {
-    match &q.period {
-        None => Ok(Period::current()),
-        Some(p) => Period::parse(p).map_err(|e| ApiError::bad_request("invalid_query", e)),
-    }
+    Period::parse_or_current(q.period.as_deref()).map_err(|e| ApiError::bad_request("invalid_query", e))
 }
 
 fn usd(micros: u64) -> f64 {
@@ -218,16 +215,9 @@ async fn user_usage(
 ) -> Result<Response, ApiError> {
     let period = period(&q)?;
     let tenancy = app.stores.tenant(subject.tenant()).await?;
-    let plans = tenancy.plan_store();
-    let (_, own) = plans.user_plan(subject.tenant(), subject.user()).await.map_err(|e| e.into_api("user"))?;
-    let plan_name = match own {
-        Some(p) => Some(p),
-        None => plans.settings(subject.tenant()).await.map_err(|e| e.into_api("settings"))?.default_plan,
-    };
-    let plan = match &plan_name {
-        Some(name) => plans.get_plan(subject.tenant(), name).await.map_err(|e| e.into_api("plan"))?,
-        None => None,
-    };
+    let effective =
+        tenancy.plan_store().effective_plan(subject.tenant(), subject.user()).await.map_err(|e| e.into_api("user"))?;
+    let (plan_name, plan) = effective.map_or((None, None), |(n, p)| (Some(n), p));
     let usage = tenancy
         .meter_store(&app.meter_table)
         .usage(subject.tenant(), subject.user(), period)
@@ -358,9 +348,18 @@ async fn record_event(
     let user = UserId::parse(&e.user_id).map_err(|_| ApiError::not_found("user"))?;
     let tenancy = app.stores.tenant(&scope.tenant_id).await?;
     tenancy.get_user(&scope.tenant_id, &user).await.map_err(|e| e.into_api("user"))?;
+    // A user on a usage-billed plan has their events reported to Stripe under the event's own name.
+    let plan = tenancy.plan_store().effective_plan(&scope.tenant_id, &user).await.map_err(|e| e.into_api("user"))?;
+    let report = plan
+        .and_then(|(_, p)| p?.event_name)
+        .map(|_| ReportAs { event_name: e.event_name.clone(), value: report::value_text(e.value) });
     let outcome = tenancy
         .meter_store(&app.meter_table)
-        .record_event(&scope.tenant_id, &user, &e.event_name, e.value, &e.idempotency_key, at)
+        .record_event(
+            &scope.tenant_id,
+            &user,
+            &NewEvent { name: &e.event_name, value: e.value, key: &e.idempotency_key, at, report: report.as_ref() },
+        )
         .await
         .map_err(|e| e.into_api("event"))?;
     let body = |id: &str, duplicate: bool| {

@@ -16,7 +16,7 @@ use shared::ApiError;
 use shared::events::Event;
 use shared::http::Subject;
 use shared::meter::{
-    Admission, LedgerEntry, LlmProvider, MeterStore, ModelPrice, Reservation, TokenUsage, price, prices,
+    Admission, LedgerEntry, LlmProvider, MeterStore, ModelPrice, ReportAs, Reservation, TokenUsage, price, prices,
 };
 use shared::tenancy::Status;
 
@@ -237,7 +237,15 @@ async fn proxy(
         }
     }
     let body = call.upstream_body(reservation.as_ref().map(|r| r.max_output));
-    let ctx = Settle { meter, who: who.clone(), reservation, api, price: call.price, stream: call.stream };
+    let ctx = Settle {
+        meter,
+        who: who.clone(),
+        reservation,
+        api,
+        price: call.price,
+        stream: call.stream,
+        report_event: plan.event_name.clone(),
+    };
     let url = format!("{}{}", app.upstream_base(api), upstream_path(api));
     let mut request = app.http.post(url).header(header::CONTENT_TYPE, "application/json").body(body);
     request = match api {
@@ -368,6 +376,8 @@ struct Settle {
     api: LlmProvider,
     price: &'static ModelPrice,
     stream: bool,
+    /// The plan's Stripe meter event, when it is usage-billed: the entry is reported as its tokens.
+    report_event: Option<String>,
 }
 
 impl Settle {
@@ -389,6 +399,10 @@ impl Settle {
             stream: self.stream,
             complete,
             created_at: shared::time::now_rfc3339(),
+            report_as: self
+                .report_event
+                .as_ref()
+                .map(|name| ReportAs { event_name: name.clone(), value: usage.total().to_string() }),
         };
         let Some(r) = &self.reservation else {
             // Failing open: the store was down; the usage goes to the logs for reconciliation.

@@ -102,6 +102,7 @@ impl Stack {
             stores: stores(&bill),
             vault: Arc::new(shared::aws::vault(&bill, &sdk)?),
             stripe_url: options.extra_env.get(billing::STRIPE_URL_VAR).cloned(),
+            meter_table: bill.meter_table.clone().context("METER_TABLE")?,
         });
         let sync = env_of("SyncWorkerFunction")?;
         let worker = Arc::new(sync_worker::Worker {
@@ -169,13 +170,41 @@ impl Stack {
             let importer = importer.clone();
             Box::pin(async move { Ok(importer.handle(event).await) })
         });
+        let usage = env_of("UsageReporterFunction")?;
+        let usage_table = usage.meter_table.clone().context("METER_TABLE")?;
+        let reporter = Arc::new(usage_reporter::Reporter {
+            meter: shared::meter::MeterStore::new(aws_sdk_dynamodb::Client::new(&sdk), &usage_table),
+            stores: stores(&usage),
+            meter_table: usage_table,
+            vault: Arc::new(shared::aws::vault(&usage, &sdk)?),
+            sqs: sqs.clone(),
+            queue_url: usage.usage_queue_url.clone().context("USAGE_QUEUE_URL")?,
+            stripe_url: options.extra_env.get(billing::STRIPE_URL_VAR).cloned(),
+            // Tests shorten it through `extra_env`.
+            claim_secs: usage_reporter::claim_secs(|k| options.extra_env.get(k).cloned()),
+        });
+        let usage_sweep: workers::TickHandler = {
+            let reporter = reporter.clone();
+            Arc::new(move || {
+                let reporter = reporter.clone();
+                Box::pin(async move { reporter.sweep().await.map(|_| ()) })
+            })
+        };
+        let usage_handler: workers::QueueHandler = Arc::new(move |event| {
+            let reporter = reporter.clone();
+            Box::pin(async move { Ok(reporter.handle(event).await) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([
                 ("SyncWorkerFunction".to_owned(), sync_handler),
                 ("NotifierFunction".to_owned(), notify_handler),
                 ("HealthImportFunction".to_owned(), import_handler),
+                ("UsageReporterFunction".to_owned(), usage_handler),
             ]),
-            ticks: HashMap::from([("SyncSchedulerFunction".to_owned(), tick)]),
+            ticks: HashMap::from([
+                ("SyncSchedulerFunction".to_owned(), tick),
+                ("UsageReporterFunction".to_owned(), usage_sweep),
+            ]),
         };
         let functions = HashMap::from([
             ("ControlFunction".to_owned(), control::router(control_state)),

@@ -3,6 +3,7 @@
 //! the ledger in DynamoDB.
 
 pub mod prices;
+pub mod report;
 pub mod store;
 
 use std::fmt;
@@ -11,7 +12,10 @@ use serde::{Deserialize, Serialize};
 use time::{Date, Month, OffsetDateTime};
 
 pub use prices::{ModelPrice, price};
-pub use store::{Admission, Budget, EventOutcome, LedgerEntry, MeterStore, ModelUsage, PlanStore, Reservation, Usage};
+pub use report::{PendingReport, ReportAs, ReportStatus};
+pub use store::{
+    Admission, Budget, EventOutcome, LedgerEntry, MeterStore, ModelUsage, NewEvent, PlanStore, Reservation, Usage,
+};
 
 /// The LLM APIs the proxy speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -231,6 +235,11 @@ impl Period {
             return Err(bad());
         }
         Ok(Self { year, month })
+    }
+
+    /// A `?period=` query value; absent means the current month.
+    pub fn parse_or_current(raw: Option<&str>) -> Result<Self, String> {
+        raw.map_or_else(|| Ok(Self::current()), Self::parse)
     }
 
     pub fn start(self) -> OffsetDateTime {

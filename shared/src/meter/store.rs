@@ -151,6 +151,8 @@ pub struct LedgerEntry {
     /// False when the stream ended before the upstream's final usage (a dropped connection).
     pub complete: bool,
     pub created_at: String,
+    /// Reported to Stripe as this meter event (the plan is usage-billed); `None` for the rest.
+    pub report_as: Option<super::report::ReportAs>,
 }
 
 /// A user's (or the tenant's) use of one period.
@@ -232,6 +234,17 @@ impl Usage {
             *self.events.entry(k.clone()).or_default() += v;
         }
     }
+}
+
+/// A tenant's own meter event, to record once per idempotency key.
+#[derive(Debug, Clone, Copy)]
+pub struct NewEvent<'a> {
+    pub name: &'a str,
+    pub value: f64,
+    pub key: &'a str,
+    pub at: OffsetDateTime,
+    /// Reported to Stripe as this, when the user's plan is usage-billed.
+    pub report: Option<&'a super::report::ReportAs>,
 }
 
 /// What a recorded meter event came to.
@@ -410,6 +423,25 @@ impl PlanStore {
         Ok((status, get_s(&item, "plan").and_then(|p| PlanName::parse(p).ok())))
     }
 
+    /// The plan that applies to a user: their own, else the tenant's default; its name and the plan (`None`
+    /// when the name is of a plan since deleted).
+    pub async fn effective_plan(
+        &self,
+        tenant: &TenantId,
+        user: &UserId,
+    ) -> Result<Option<(PlanName, Option<Plan>)>, StoreError> {
+        let (_, own) = self.user_plan(tenant, user).await?;
+        let name = match own {
+            Some(p) => p,
+            None => match self.settings(tenant).await?.default_plan {
+                Some(p) => p,
+                None => return Ok(None),
+            },
+        };
+        let plan = self.get_plan(tenant, &name).await?;
+        Ok(Some((name, plan)))
+    }
+
     /// Gives a user a plan (`None`: back to the tenant's default).
     pub async fn set_user_plan(
         &self,
@@ -456,6 +488,14 @@ impl PlanStore {
 impl MeterStore {
     pub fn new(client: Client, meter_table: impl Into<String>) -> Self {
         Self { client, meter_table: meter_table.into() }
+    }
+
+    pub(super) fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub(super) fn table(&self) -> &str {
+        &self.meter_table
     }
 
     /// Checks the plan's budget and rate for one call and reserves `input_estimate + max_output` tokens in one
@@ -681,7 +721,9 @@ impl MeterStore {
             .item("stream", AttributeValue::Bool(entry.stream))
             .item("complete", AttributeValue::Bool(entry.complete))
             .item("created_at", s(&entry.created_at))
-            .condition_expression("attribute_not_exists(sk)")
+            .condition_expression("attribute_not_exists(sk)");
+        let at = crate::time::parse(&entry.created_at).map_or(0, |t| t.unix_timestamp());
+        let put = super::report::with_report(put, &entry.id, entry.report_as.as_ref(), at)
             .build()
             .map_err(|e| StoreError::Unavailable(e.into()))?;
         let mut delay = Duration::from_millis(50);
@@ -771,11 +813,9 @@ impl MeterStore {
         &self,
         tenant: &TenantId,
         user: &UserId,
-        name: &str,
-        value: f64,
-        key: &str,
-        at: OffsetDateTime,
+        event: &NewEvent<'_>,
     ) -> Result<EventOutcome, StoreError> {
+        let NewEvent { name, value, key, at, report } = *event;
         let pk = user_pk(tenant, user);
         let period = Period::of(at);
         let id = new_ledger_id();
@@ -813,7 +853,8 @@ impl MeterStore {
             .item("event_name", s(name))
             .item("value", n(value))
             .item("idempotency_key", s(key))
-            .item("created_at", s(&at_text))
+            .item("created_at", s(&at_text));
+        let ledger = super::report::with_report(ledger, &id, report, at.unix_timestamp())
             .build()
             .map_err(|e| StoreError::Unavailable(e.into()))?;
         let out = self

@@ -808,6 +808,87 @@ api!(create_meter_event, |a, r| {
     Ok(objects::meter_event(event_name, &identifier, &payload, timestamp, t))
 });
 
+// `POST /v1/billing/meters`: a meter summing (or counting, or keeping the last of) one event name's values.
+api!(create_meter, |a, r| {
+    let p = &r.params;
+    let display_name = required(p, "display_name")?;
+    let event_name = required(p, "event_name")?;
+    if a.meters.iter().any(|m| m["event_name"] == event_name && m["status"] == "active") {
+        return Err(StripeError::bad_param(
+            "event_name",
+            "parameter_invalid_string",
+            format!("An active meter with event_name '{event_name}' already exists."),
+        ));
+    }
+    let formula = text(&p["default_aggregation"], "formula")?
+        .ok_or_else(|| StripeError::missing("default_aggregation[formula]"))?;
+    if !["sum", "count", "last"].contains(&formula) {
+        return Err(StripeError::bad_param(
+            "default_aggregation[formula]",
+            "parameter_invalid_string",
+            "Invalid default_aggregation[formula]: must be one of sum, count or last",
+        ));
+    }
+    let meter = objects::meter(display_name, event_name, formula, now());
+    a.meters.push(meter.clone());
+    Ok(meter)
+});
+
+api!(list_meters, |a, r| {
+    let status = text(&r.params, "status")?;
+    let all: Vec<Value> = a.meters.iter().filter(|m| status.is_none_or(|s| m["status"] == s)).cloned().collect();
+    page(all, &r.params, "/v1/billing/meters")
+});
+
+// `GET /v1/billing/meters/{id}/event_summaries`: the meter's aggregate for one customer over
+// `[start_time, end_time)`, both on minute boundaries, as one summary (no grouping window).
+api!(meter_event_summaries, id, |a, r| {
+    let p = &r.params;
+    let meter = find(&a.meters, &id).cloned().ok_or_else(|| StripeError::no_such("billing.meter", &id, Some("id")))?;
+    let customer = required(p, "customer")?;
+    let start = integer(p, "start_time")?.ok_or_else(|| StripeError::missing("start_time"))?;
+    let end = integer(p, "end_time")?.ok_or_else(|| StripeError::missing("end_time"))?;
+    for (name, t) in [("start_time", start), ("end_time", end)] {
+        if t % 60 != 0 {
+            return Err(StripeError::bad_param(
+                name,
+                "parameter_invalid_integer",
+                format!("{name} must be aligned to minute boundaries"),
+            ));
+        }
+    }
+    if end <= start {
+        return Err(StripeError::bad_param(
+            "end_time",
+            "parameter_invalid_integer",
+            "end_time must be after start_time",
+        ));
+    }
+    let values: Vec<f64> = a
+        .meter_events
+        .iter()
+        .filter(|m| {
+            m.event_name == meter["event_name"] && m.customer == customer && (start..end).contains(&m.timestamp)
+        })
+        .filter_map(|m| m.value.parse::<f64>().ok())
+        .collect();
+    let aggregated = match meter["default_aggregation"]["formula"].as_str() {
+        Some("count") => values.len() as f64,
+        Some("last") => values.last().copied().unwrap_or(0.0),
+        _ => values.iter().sum(),
+    };
+    let summary = json!({
+        "id": new_id("mtrusg_", 24),
+        "object": "billing.meter_event_summary",
+        "aggregated_value": aggregated,
+        "end_time": end,
+        "livemode": false,
+        "meter": id,
+        "start_time": start,
+    });
+    Ok(objects::list(vec![summary], false, &format!("/v1/billing/meters/{id}/event_summaries")))
+});
+
 api!(create_webhook_endpoint, |a, r| {
     let p = &r.params;
     let url = required(p, "url")?;

@@ -26,7 +26,7 @@ pub(crate) async fn index() -> Response {
             "POST|GET /v1/checkout/sessions", "GET /v1/checkout/sessions/{id}", "POST /v1/checkout/sessions/{id}/expire",
             "POST /v1/billing_portal/sessions",
             "GET /v1/subscriptions", "GET|POST|DELETE /v1/subscriptions/{id}", "GET /v1/invoices/{id}",
-            "POST /v1/billing/meter_events",
+            "POST /v1/billing/meter_events", "POST|GET /v1/billing/meters", "GET /v1/billing/meters/{id}/event_summaries",
             "POST|GET /v1/webhook_endpoints", "GET|DELETE /v1/webhook_endpoints/{id}",
             "GET /v1/events", "GET /v1/events/{id}",
         ],

@@ -129,6 +129,8 @@ fn build(app: App) -> Router {
         )
         .route("/v1/invoices/{id}", get(api::retrieve_invoice))
         .route("/v1/billing/meter_events", post(api::create_meter_event))
+        .route("/v1/billing/meters", post(api::create_meter).get(api::list_meters))
+        .route("/v1/billing/meters/{id}/event_summaries", get(api::meter_event_summaries))
         .route("/v1/webhook_endpoints", post(api::create_webhook_endpoint).get(api::list_webhook_endpoints))
         .route("/v1/webhook_endpoints/{id}", get(api::retrieve_webhook_endpoint).delete(api::delete_webhook_endpoint))
         .route("/v1/events", get(api::list_events))

@@ -404,6 +404,25 @@ pub(crate) fn meter_event(event_name: &str, identifier: &str, payload: &Value, t
     })
 }
 
+/// A billing meter keyed by the customer id in `payload[stripe_customer_id]`, valued by `payload[value]`.
+pub(crate) fn meter(display_name: &str, event_name: &str, formula: &str, created: i64) -> Value {
+    json!({
+        "id": new_id("mtr_", 24),
+        "object": "billing.meter",
+        "created": created,
+        "customer_mapping": {"event_payload_key": "stripe_customer_id", "type": "by_id"},
+        "default_aggregation": {"formula": formula},
+        "display_name": display_name,
+        "event_name": event_name,
+        "event_time_window": null,
+        "livemode": false,
+        "status": "active",
+        "status_transitions": {"deactivated_at": null},
+        "updated": created,
+        "value_settings": {"event_payload_key": "value"},
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,7 @@ pub(crate) struct Account {
     pub portal_sessions: Vec<Value>,
     pub endpoints: Vec<Endpoint>,
     pub events: Vec<Value>,
+    pub meters: Vec<Value>,
     pub meter_events: Vec<MeterRecord>,
     pub meter_duplicates: Vec<String>,
     pub idempotency: HashMap<String, Saved>,
@@ -139,6 +140,7 @@ impl Account {
             portal_sessions: Vec::new(),
             endpoints: Vec::new(),
             events: Vec::new(),
+            meters: Vec::new(),
             meter_events: Vec::new(),
             meter_duplicates: Vec::new(),
             idempotency: HashMap::new(),
@@ -171,6 +173,23 @@ impl Account {
             });
             self.prices.push(price);
         }
+        // And a meter of AI tokens (`event_name` `tenantry_tokens`) with a metered price on it
+        // (`lookup_key` `tokens_metered`), for usage-based plans.
+        let meter = super::objects::meter("AI tokens", "tenantry_tokens", "sum", t);
+        let meter_id = meter["id"].as_str().map(str::to_string);
+        self.meters.push(meter);
+        self.prices.push(super::objects::price(super::objects::PriceSpec {
+            product: product_id,
+            currency: "usd".into(),
+            unit_amount: Some(1),
+            interval: Some(("month".into(), 1)),
+            usage_type: "metered".into(),
+            meter: meter_id,
+            nickname: Some("Tokens".into()),
+            lookup_key: Some("tokens_metered".into()),
+            metadata: json!({}),
+            created: t,
+        }));
     }
 
     /// Records an event and queues a delivery to every endpoint that listens for its type. Returns the event id.
