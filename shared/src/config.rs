@@ -36,6 +36,10 @@ pub struct Config {
     pub meter_table: Option<String>,
     /// `TENANTRY_ANTHROPIC_URL` and `TENANTRY_OPENAI_URL`: where the AI proxy sends calls (unset: the real APIs).
     pub llm_urls: std::collections::HashMap<crate::meter::LlmProvider, String>,
+    /// Where sync jobs land after their last receive (`SYNC_DEAD_LETTERS_URL`); the operator's dead-letter API.
+    pub sync_dead_letters_url: Option<String>,
+    /// Where import messages land after their last receive (`IMPORT_DEAD_LETTERS_URL`); the same API.
+    pub import_dead_letters_url: Option<String>,
 }
 
 impl Config {
@@ -68,7 +72,11 @@ impl Config {
             .into_iter()
             .filter_map(|p| get(p.env_var()).filter(|v| !v.is_empty()).map(|u| (p, u)))
             .collect();
+        let sync_dead_letters_url = get("SYNC_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let import_dead_letters_url = get("IMPORT_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         Ok(Self {
+            sync_dead_letters_url,
+            import_dead_letters_url,
             meter_table,
             llm_urls,
             import_bucket,
