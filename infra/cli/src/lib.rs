@@ -32,7 +32,7 @@ The operator key comes from --operator-key, TENANTRY_OPERATOR_KEY, or ./.local/o
 )]
 pub struct Cli {
     /// Base URL of the Tenantry API
-    #[arg(long, global = true, env = "TENANTRY_API", default_value = "http://127.0.0.1:3000", value_name = "URL")]
+    #[arg(long, global = true, env = "TENANTRY_API", hide_env_values = true, default_value = "http://127.0.0.1:3000", value_name = "URL")]
     pub api: String,
 
     /// The operator key, for tenants and dead letters [default: ./.local/operator-key]
@@ -54,19 +54,23 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create, list, show, disable and enable tenants (operator key)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  tenantry tenants create \"Acme Health\"\n  tenantry tenants disable ten_01jd...")]
     Tenants(Tenants),
     /// Create, list and revoke a tenant's API keys (tenant key)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  TENANTRY_API_KEY=$KEY tenantry keys create")]
     Keys(Keys),
     /// Count, peek at and redrive the dead-letter queues (operator key)
-    #[command(subcommand, name = "dead-letters")]
+    #[command(
+        subcommand,
+        name = "dead-letters",
+        after_help = "Example:\n  tenantry dead-letters list\n  tenantry dead-letters show sync\n  tenantry dead-letters redrive sync"
+    )]
     DeadLetters(DeadLetters),
     /// Apple Health imports: a user's list, one import's progress (tenant key)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  tenantry --key $KEY imports list --user usr_01jd...")]
     Imports(Imports),
     /// Data exports (tenant key)
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  tenantry --key $KEY exports show exp_01jd...")]
     Exports(Exports),
 }
 
@@ -454,11 +458,13 @@ mod tests {
         let root = Cli::command();
         for group in root.get_subcommands() {
             assert!(group.get_about().is_some(), "{} has no description", group.get_name());
+            let example = group.get_after_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(example.contains("tenantry "), "{} has no example", group.get_name());
             for cmd in group.get_subcommands() {
                 let name = format!("{} {}", group.get_name(), cmd.get_name());
                 assert!(cmd.get_about().is_some(), "{name} has no description");
                 let example = cmd.get_after_help().map(|h| h.to_string()).unwrap_or_default();
-                assert!(example.contains(&format!("tenantry ")), "{name} has no example");
+                assert!(example.contains("tenantry "), "{name} has no example");
             }
         }
     }
