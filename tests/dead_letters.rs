@@ -15,8 +15,7 @@ async fn start_without_workers() -> (TestStack, aws_sdk_sqs::Client) {
     let sdk = shared::aws::sdk_config().await;
     let prefix = format!("t{}", &ulid::Ulid::new().to_string().to_lowercase()[16..]);
     let operator_key = format!("op_test_{}", ulid::Ulid::new());
-    let listener =
-        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding a port: {e}"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("binding a port: {e}"));
     let base = format!("http://{}", listener.local_addr().unwrap_or_else(|e| panic!("{e}")));
     let options = Options {
         prefix: prefix.clone(),
@@ -108,8 +107,10 @@ async fn dead_letters_can_be_counted_peeked_without_being_consumed_and_redriven_
     // GIVEN three sync dead letters, WHEN the operator lists the queues, THEN each is counted.
     let list = s.operator("GET", "/admin/v1/dead-letters", None).await;
     assert_eq!(list.status, 200, "{}", list.body);
-    let names: Vec<&str> =
-        list.body["queues"].as_array().map(|q| q.iter().filter_map(|q| q["name"].as_str()).collect()).unwrap_or_default();
+    let names: Vec<&str> = list.body["queues"]
+        .as_array()
+        .map(|q| q.iter().filter_map(|q| q["name"].as_str()).collect())
+        .unwrap_or_default();
     assert_eq!(names, ["sync", "notify", "import"]);
     assert_eq!(count_of(&list.body, "sync"), Some(3), "{}", list.body);
     assert_eq!(count_of(&list.body, "notify"), Some(0), "{}", list.body);
@@ -135,7 +136,9 @@ async fn dead_letters_can_be_counted_peeked_without_being_consumed_and_redriven_
     // A redrive moves at most its limit; one without a body moves the rest.
     let moved = s.operator("POST", "/admin/v1/dead-letters/sync/redrive", Some(json!({"limit": 2}))).await;
     assert_eq!((moved.status, moved.body["moved"].as_u64()), (200, Some(2)), "{}", moved.body);
-    let rest = s.send(s.http.post(format!("{}/admin/v1/dead-letters/sync/redrive", s.base)).bearer_auth(&s.operator_key)).await;
+    let rest = s
+        .send(s.http.post(format!("{}/admin/v1/dead-letters/sync/redrive", s.base)).bearer_auth(&s.operator_key))
+        .await;
     assert_eq!((rest.status, rest.body["moved"].as_u64()), (200, Some(1)), "{}", rest.body);
     let again = s.operator("POST", "/admin/v1/dead-letters/sync/redrive", Some(json!({}))).await;
     assert_eq!(again.body["moved"].as_u64(), Some(0), "nothing is left to move: {}", again.body);

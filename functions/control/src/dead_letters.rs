@@ -93,14 +93,16 @@ pub struct Peeked {
 }
 
 impl DeadLetters {
+    pub fn new(sqs: aws_sdk_sqs::Client, queues: Vec<Queue>) -> Self {
+        Self { sqs, queues }
+    }
+
     /// The known queues whose dead-letter and source URLs are both configured; the others are left out.
     pub fn from_config(sqs: aws_sdk_sqs::Client, config: &shared::Config) -> Self {
         let queues = KNOWN
             .iter()
             .filter_map(|k| match ((k.dead_letters)(config), (k.source)(config)) {
-                (Some(url), Some(source)) => {
-                    Some(Queue { name: k.name, url: url.clone(), source_url: source.clone() })
-                }
+                (Some(url), Some(source)) => Some(Queue { name: k.name, url: url.clone(), source_url: source.clone() }),
                 _ => {
                     tracing::warn!(queue = k.name, "dead-letter or source queue URL not configured; not served");
                     None
@@ -182,7 +184,10 @@ impl DeadLetters {
         let mut moved = 0u64;
         while moved < u64::from(limit) {
             let want = usize::try_from(u64::from(limit) - moved).unwrap_or(10).min(10);
-            let batch = self.receive(&queue.url, want, REDRIVE_HIDE_SECONDS).await.map_err(|e| RedriveError { moved, source: e })?;
+            let batch = self
+                .receive(&queue.url, want, REDRIVE_HIDE_SECONDS)
+                .await
+                .map_err(|e| RedriveError { moved, source: e })?;
             if batch.is_empty() {
                 break;
             }
@@ -196,22 +201,19 @@ impl DeadLetters {
                     .map_err(|e| RedriveError { moved, source: e.into() })?;
                 entries.push(entry);
             }
-            let sent = self
-                .sqs
-                .send_message_batch()
-                .queue_url(&queue.source_url)
-                .set_entries(Some(entries))
-                .send()
-                .await;
+            let sent =
+                self.sqs.send_message_batch().queue_url(&queue.source_url).set_entries(Some(entries)).send().await;
             let sent = match sent {
                 Ok(out) => out,
                 Err(e) => {
-                    let handles: Vec<String> = batch.iter().filter_map(|m| m.receipt_handle().map(str::to_owned)).collect();
+                    let handles: Vec<String> =
+                        batch.iter().filter_map(|m| m.receipt_handle().map(str::to_owned)).collect();
                     let _ = self.show_again(&queue.url, &handles).await;
                     return Err(RedriveError { moved, source: e.into() });
                 }
             };
-            let delivered: Vec<&Message> = sent.successful().iter().filter_map(|s| by_id.get(s.id()).copied()).collect();
+            let delivered: Vec<&Message> =
+                sent.successful().iter().filter_map(|s| by_id.get(s.id()).copied()).collect();
             let failed: Vec<String> = sent
                 .failed()
                 .iter()
@@ -224,7 +226,11 @@ impl DeadLetters {
                 let first = sent.failed().first().map(|f| format!("{}: {}", f.code(), f.message().unwrap_or_default()));
                 return Err(RedriveError {
                     moved,
-                    source: anyhow::anyhow!("{} messages were not sent back: {}", failed.len(), first.unwrap_or_default()),
+                    source: anyhow::anyhow!(
+                        "{} messages were not sent back: {}",
+                        failed.len(),
+                        first.unwrap_or_default()
+                    ),
                 });
             }
         }
@@ -285,7 +291,10 @@ impl DeadLetters {
         let out = self.sqs.delete_message_batch().queue_url(url).set_entries(Some(entries)).send().await?;
         if !out.failed().is_empty() {
             // Already on the source queue: a message that stays here is a duplicate for a later redrive.
-            tracing::warn!(failed = out.failed().len(), "some redriven messages were not deleted from the dead letters");
+            tracing::warn!(
+                failed = out.failed().len(),
+                "some redriven messages were not deleted from the dead letters"
+            );
         }
         Ok(())
     }
@@ -321,9 +330,8 @@ fn peeked(m: &Message) -> Peeked {
 /// `event.tenant_id`, or the tenant in an uploaded export's key (`apple-health/<tenant>/...`).
 fn tenant_of(body: &Value) -> Option<String> {
     let direct = body["tenant_id"].as_str().or_else(|| body["event"]["tenant_id"].as_str());
-    let from_key = || {
-        body["Records"][0]["s3"]["object"]["key"].as_str()?.strip_prefix("apple-health/")?.split('/').next()
-    };
+    let from_key =
+        || body["Records"][0]["s3"]["object"]["key"].as_str()?.strip_prefix("apple-health/")?.split('/').next();
     direct.or_else(from_key).filter(|t| !t.is_empty()).map(str::to_owned)
 }
 
@@ -411,7 +419,8 @@ mod tests {
     }
 
     fn sqs() -> aws_sdk_sqs::Client {
-        let conf = aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
+        let conf =
+            aws_sdk_sqs::Config::builder().behavior_version(aws_sdk_sqs::config::BehaviorVersion::latest()).build();
         aws_sdk_sqs::Client::from_conf(conf)
     }
 

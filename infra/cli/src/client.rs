@@ -93,7 +93,9 @@ impl Api {
             return match parsed {
                 Some(v) => Ok(v),
                 None if text.trim().is_empty() => Ok(Value::Null),
-                None => Err(CliError::Protocol(format!("{method} {url} answered {status} with a body that is not JSON"))),
+                None => {
+                    Err(CliError::Protocol(format!("{method} {url} answered {status} with a body that is not JSON")))
+                }
             };
         }
         Err(api_error(status.as_u16(), status.canonical_reason(), parsed.as_ref(), &text, &method, &url))
@@ -122,7 +124,14 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
 
 /// An error answer in DESIGN.md's shape (`{"error": {"code", "message", "request_id"}}`), or, from API
 /// Gateway itself (an unknown route, a refused authorizer), `{"message"}`, or anything else.
-fn api_error(status: u16, reason: Option<&str>, body: Option<&Value>, text: &str, method: &Method, url: &Url) -> CliError {
+fn api_error(
+    status: u16,
+    reason: Option<&str>,
+    body: Option<&Value>,
+    text: &str,
+    method: &Method,
+    url: &Url,
+) -> CliError {
     let error = body.map(|b| &b["error"]);
     if let Some(code) = error.and_then(|e| e["code"].as_str()) {
         return CliError::Api {
@@ -187,7 +196,10 @@ mod tests {
     #[test]
     fn ids_are_percent_encoded_path_segments_under_the_base_path() {
         let api = Api::new("https://api.example.com/prod/").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(api.url(&["admin", "v1", "tenants", "../x?y"]).as_str(), "https://api.example.com/prod/admin/v1/tenants/..%2Fx%3Fy");
+        assert_eq!(
+            api.url(&["admin", "v1", "tenants", "../x?y"]).as_str(),
+            "https://api.example.com/prod/admin/v1/tenants/..%2Fx%3Fy"
+        );
     }
 
     #[test]

@@ -32,7 +32,14 @@ The operator key comes from --operator-key, TENANTRY_OPERATOR_KEY, or ./.local/o
 )]
 pub struct Cli {
     /// Base URL of the Tenantry API
-    #[arg(long, global = true, env = "TENANTRY_API", hide_env_values = true, default_value = "http://127.0.0.1:3000", value_name = "URL")]
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTRY_API",
+        hide_env_values = true,
+        default_value = "http://127.0.0.1:3000",
+        value_name = "URL"
+    )]
     pub api: String,
 
     /// The operator key, for tenants and dead letters [default: ./.local/operator-key]
@@ -54,7 +61,10 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create, list, show, disable and enable tenants (operator key)
-    #[command(subcommand, after_help = "Example:\n  tenantry tenants create \"Acme Health\"\n  tenantry tenants disable ten_01jd...")]
+    #[command(
+        subcommand,
+        after_help = "Example:\n  tenantry tenants create \"Acme Health\"\n  tenantry tenants disable ten_01jd..."
+    )]
     Tenants(Tenants),
     /// Create, list and revoke a tenant's API keys (tenant key)
     #[command(subcommand, after_help = "Example:\n  TENANTRY_API_KEY=$KEY tenantry keys create")]
@@ -137,7 +147,9 @@ pub enum DeadLetters {
     #[command(after_help = "Example:\n  tenantry dead-letters list")]
     List,
     /// Peek at a queue's messages; they stay on the queue
-    #[command(after_help = "Example:\n  tenantry dead-letters show sync --limit 5\n  tenantry --json dead-letters show notify")]
+    #[command(
+        after_help = "Example:\n  tenantry dead-letters show sync --limit 5\n  tenantry --json dead-letters show notify"
+    )]
     Show {
         /// The queue: sync, notify or import (`dead-letters list` shows them all)
         queue: String,
@@ -146,7 +158,9 @@ pub enum DeadLetters {
         limit: Option<u32>,
     },
     /// Move a queue's messages back to the queue they came from, to be processed again
-    #[command(after_help = "Example:\n  tenantry dead-letters redrive sync\n  tenantry dead-letters redrive import --limit 1")]
+    #[command(
+        after_help = "Example:\n  tenantry dead-letters redrive sync\n  tenantry dead-letters redrive import --limit 1"
+    )]
     Redrive {
         /// The queue: sync, notify or import
         queue: String,
@@ -269,7 +283,9 @@ pub async fn run(cli: &Cli) -> Result<Output, CliError> {
                     let body = json!({ "name": name });
                     (api.call(Method::POST, &["admin", "v1", "tenants"], &[], &op, Some(&body)).await?, "created")
                 }
-                Tenants::Show { id } => (api.call(Method::GET, &["admin", "v1", "tenants", id], &[], &op, None).await?, "one"),
+                Tenants::Show { id } => {
+                    (api.call(Method::GET, &["admin", "v1", "tenants", id], &[], &op, None).await?, "one")
+                }
                 Tenants::Disable { id } => {
                     (api.call(Method::POST, &["admin", "v1", "tenants", id, "disable"], &[], &op, None).await?, "one")
                 }
@@ -358,7 +374,9 @@ pub async fn run(cli: &Cli) -> Result<Output, CliError> {
                     }
                     let moved = v["moved"].as_u64().unwrap_or(0);
                     let noun = if moved == 1 { "message" } else { "messages" };
-                    Ok(Output::text(format!("moved {moved} {noun} from the {queue} dead letters back to the {queue} queue\n")))
+                    Ok(Output::text(format!(
+                        "moved {moved} {noun} from the {queue} dead letters back to the {queue} queue\n"
+                    )))
                 }
             }
         }
@@ -471,11 +489,23 @@ mod tests {
 
     #[test]
     fn flags_are_global_and_read_after_the_subcommand_too() {
-        let cli = Cli::try_parse_from(["tenantry", "dead-letters", "show", "sync", "--limit", "3", "--json", "--api", "http://x:1"])
-            .unwrap_or_else(|e| panic!("{e}"));
+        let cli = Cli::try_parse_from([
+            "tenantry",
+            "dead-letters",
+            "show",
+            "sync",
+            "--limit",
+            "3",
+            "--json",
+            "--api",
+            "http://x:1",
+        ])
+        .unwrap_or_else(|e| panic!("{e}"));
         assert!(cli.json);
         assert_eq!(cli.api, "http://x:1");
-        assert!(matches!(cli.command, Command::DeadLetters(DeadLetters::Show { ref queue, limit: Some(3) }) if queue == "sync"));
+        assert!(
+            matches!(cli.command, Command::DeadLetters(DeadLetters::Show { ref queue, limit: Some(3) }) if queue == "sync")
+        );
     }
 
     #[test]

@@ -85,10 +85,13 @@ mod tests {
 
     #[test]
     fn columns_are_as_wide_as_their_widest_cell_and_lines_have_no_trailing_spaces() {
-        let out = render(&["ID", "NAME", "STATUS"], &[
-            vec!["ten_1".into(), "Acme Health".into(), "active".into()],
-            vec!["ten_22".into(), "B".into(), "disabled".into()],
-        ]);
+        let out = render(
+            &["ID", "NAME", "STATUS"],
+            &[
+                vec!["ten_1".into(), "Acme Health".into(), "active".into()],
+                vec!["ten_22".into(), "B".into(), "disabled".into()],
+            ],
+        );
         assert_eq!(out, "ID      NAME         STATUS\nten_1   Acme Health  active\nten_22  B            disabled\n");
         assert!(out.lines().all(|l| !l.ends_with(' ')));
     }

@@ -172,7 +172,11 @@ async fn an_operator_counts_peeks_at_and_redrives_dead_letters() {
     let shown = operator(&s, &["dead-letters", "show", "sync"]).await;
     shown.ok();
     assert!(shown.stdout.starts_with("sync: 2 dead letters, 2 shown (still on the queue)"), "{}", shown.stdout);
-    assert!(line_with(&shown.stdout, "ten_0000000000000000000000000e").contains(r#"{"job_id":"one""#), "{}", shown.stdout);
+    assert!(
+        line_with(&shown.stdout, "ten_0000000000000000000000000e").contains(r#"{"job_id":"one""#),
+        "{}",
+        shown.stdout
+    );
     assert!(line_with(&shown.stdout, "second").contains(" - "), "{}", shown.stdout);
 
     let moved = operator(&s, &["dead-letters", "redrive", "sync", "--limit", "1"]).await;
@@ -199,7 +203,8 @@ async fn api_errors_print_their_code_and_message_and_exit_non_zero() {
     assert!(missing.stdout.is_empty(), "{}", missing.stdout);
     assert!(missing.stderr.starts_with("error: not_found (404): no tenant with that id"), "{}", missing.stderr);
 
-    let wrong_key = tenantry(&["--api", &s.base, "--operator-key", "op_not_the_key_at_all_0000000000000", "tenants", "list"]).await;
+    let wrong_key =
+        tenantry(&["--api", &s.base, "--operator-key", "op_not_the_key_at_all_0000000000000", "tenants", "list"]).await;
     assert_eq!(wrong_key.code, 1, "{wrong_key:?}");
     assert!(wrong_key.stderr.contains("(401)"), "{}", wrong_key.stderr);
 
@@ -215,7 +220,12 @@ async fn api_errors_print_their_code_and_message_and_exit_non_zero() {
     let user = s.user(&t, "cli-imports").await;
     let user_id = user["id"].as_str().unwrap_or_default();
     let import = s
-        .call("POST", &format!("/v1/users/{user_id}/imports/apple-health"), integration_tests::Auth::Bearer(&t.api_key), None)
+        .call(
+            "POST",
+            &format!("/v1/users/{user_id}/imports/apple-health"),
+            integration_tests::Auth::Bearer(&t.api_key),
+            None,
+        )
         .await;
     let import_id = import.body["id"].as_str().unwrap_or_default();
     let imports = tenant(&s, &t.api_key, &["imports", "list", "--user", user_id]).await;
@@ -237,7 +247,11 @@ async fn an_unreachable_api_is_named_with_what_to_do_about_it() {
 async fn the_operator_key_is_read_from_the_repositorys_local_file_and_its_absence_is_explained() {
     let without = tenantry(&["--api", "http://127.0.0.1:1", "dead-letters", "list"]).await;
     assert_eq!(without.code, 2, "{without:?}");
-    assert!(without.stderr.contains("--operator-key") && without.stderr.contains(".local/operator-key"), "{}", without.stderr);
+    assert!(
+        without.stderr.contains("--operator-key") && without.stderr.contains(".local/operator-key"),
+        "{}",
+        without.stderr
+    );
     let no_tenant_key = tenantry(&["--api", "http://127.0.0.1:1", "keys", "list"]).await;
     assert_eq!(no_tenant_key.code, 2, "{no_tenant_key:?}");
     assert!(no_tenant_key.stderr.contains("--key"), "{}", no_tenant_key.stderr);
