@@ -245,7 +245,9 @@ impl DeadLetters {
             .queue_url(url)
             .max_number_of_messages(i32::try_from(max.clamp(1, 10)).unwrap_or(10))
             .visibility_timeout(hide_seconds)
-            .wait_time_seconds(0)
+            // Long polling asks every SQS host: a short poll of a small queue may answer empty while messages
+            // wait, which would end a peek or redrive early. The last, empty receive costs this second.
+            .wait_time_seconds(1)
             .message_system_attribute_names(MessageSystemAttributeName::ApproximateReceiveCount)
             .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()

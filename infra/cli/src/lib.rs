@@ -159,7 +159,9 @@ pub enum DeadLetters {
     },
     /// Move a queue's messages back to the queue they came from, to be processed again
     #[command(
-        after_help = "Example:\n  tenantry dead-letters redrive sync\n  tenantry dead-letters redrive import --limit 1"
+        after_help = "Example:\n  tenantry dead-letters redrive sync\n  tenantry dead-letters redrive import --limit 1\n\n\
+                      A webhook delivery the notifier gave up on (after its 24 h retry window) stays failed when\n\
+                      redriven; the tenant replays it with POST /v1/webhook-deliveries/{id}/replay."
     )]
     Redrive {
         /// The queue: sync, notify or import
@@ -266,7 +268,7 @@ fn list(v: &Value, columns: &[(&str, &str)], what: &str) -> String {
 
 const TENANT_FIELDS: &[&str] = &["id", "name", "status", "created_at", "updated_at"];
 const KEY_FIELDS: &[&str] = &["id", "prefix", "created_at", "last_used_at", "revoked_at"];
-const SHOWN_ONCE: &str = "The API key above is shown only this once: store it now (a secret manager, not a chat).";
+const SHOWN_ONCE: &str = "warning: the API key above is shown only this once; store it now, it cannot be shown again.";
 
 /// Runs the command against the API and returns what to print.
 pub async fn run(cli: &Cli) -> Result<Output, CliError> {
@@ -440,6 +442,9 @@ fn dead_letters_table(v: &Value) -> String {
     let queue = v["queue"].as_str().unwrap_or_default();
     let total = v["messages"].as_u64().unwrap_or(0);
     let data = v["data"].as_array().cloned().unwrap_or_default();
+    if total == 0 && data.is_empty() {
+        return format!("{queue}: no dead letters\n");
+    }
     let mut out = format!("{queue}: {total} dead letters, {} shown (still on the queue)\n", data.len());
     if data.is_empty() {
         return out;
@@ -521,6 +526,14 @@ mod tests {
         assert!(lines[2].starts_with("m1  ten_a   6         2026-11-29T10:00:00Z  {\"job_id\""), "{out}");
         assert!(lines[2].ends_with('…') && lines[2].chars().count() < 150, "{out}");
         assert!(lines[3].starts_with("m2  -       -         -"), "{out}");
+    }
+
+    #[test]
+    fn an_empty_dead_letter_queue_says_so() {
+        assert_eq!(
+            dead_letters_table(&json!({"queue": "import", "messages": 0, "data": []})),
+            "import: no dead letters\n"
+        );
     }
 
     #[test]
