@@ -1,3 +1,5 @@
+//! The `tenantry` binary: parses the command line, runs it, prints the result or the error and exits with its code.
+
 use std::io::Write;
 
 use clap::Parser;
