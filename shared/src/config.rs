@@ -38,6 +38,12 @@ pub struct Config {
     pub llm_urls: std::collections::HashMap<crate::meter::LlmProvider, String>,
     /// Ledger entries on their way to Stripe meters (`USAGE_QUEUE_URL`).
     pub usage_queue_url: Option<String>,
+    /// Usage report batches after their last receive (`USAGE_DEAD_LETTERS_URL`); the dead-letter API.
+    pub usage_dead_letters_url: Option<String>,
+    /// Where sync jobs land after their last receive (`SYNC_DEAD_LETTERS_URL`); the operator's dead-letter API.
+    pub sync_dead_letters_url: Option<String>,
+    /// Where import messages land after their last receive (`IMPORT_DEAD_LETTERS_URL`); the same API.
+    pub import_dead_letters_url: Option<String>,
 }
 
 impl Config {
@@ -71,8 +77,14 @@ impl Config {
             .filter_map(|p| get(p.env_var()).filter(|v| !v.is_empty()).map(|u| (p, u)))
             .collect();
         let usage_queue_url = get("USAGE_QUEUE_URL").filter(|v| !v.is_empty());
+        let usage_dead_letters_url = get("USAGE_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let sync_dead_letters_url = get("SYNC_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let import_dead_letters_url = get("IMPORT_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         Ok(Self {
             usage_queue_url,
+            usage_dead_letters_url,
+            sync_dead_letters_url,
+            import_dead_letters_url,
             meter_table,
             llm_urls,
             import_bucket,

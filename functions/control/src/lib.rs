@@ -1,6 +1,7 @@
 //! The control plane: the operator's tenant registry (`/admin/v1`), a tenant's API keys and settings
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
+pub mod dead_letters;
 pub mod meter_settings;
 pub mod provider_settings;
 pub mod stripe_settings;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub public_url: String,
     /// The notify queue: webhook test pings and replays.
     pub events: shared::events::Events,
+    /// The stack's dead-letter queues, for the operator.
+    pub dead_letters: dead_letters::DeadLetters,
 }
 
 /// Every route this function serves.
@@ -73,6 +76,9 @@ pub fn routes() -> Routes<AppState> {
         .get("/v1/settings/stripe", stripe_settings::get_stripe)
         .put("/v1/settings/stripe", stripe_settings::put_stripe)
         .delete("/v1/settings/stripe", stripe_settings::delete_stripe)
+        .get("/admin/v1/dead-letters", dead_letters::list)
+        .get("/admin/v1/dead-letters/{queue}", dead_letters::peek)
+        .post("/admin/v1/dead-letters/{queue}/redrive", dead_letters::redrive)
         .get("/openapi.json", openapi)
 }
 

@@ -17,6 +17,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             aws_sdk_sqs::Client::new(&aws),
             config.notify_queue_url.clone().context("NOTIFY_QUEUE_URL is not set")?,
         ),
+        dead_letters: control::dead_letters::DeadLetters::from_config(aws_sdk_sqs::Client::new(&aws), &config),
     };
     lambda_http::run(control::router(state)).await
 }

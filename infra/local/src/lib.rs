@@ -78,6 +78,7 @@ impl Stack {
             vault: Arc::new(shared::aws::vault(&control, &sdk)?),
             public_url: public_url(&control)?,
             events: events(&control)?,
+            dead_letters: control::dead_letters::DeadLetters::from_config(sqs.clone(), &control),
         };
         let queue = |c: &shared::Config| -> anyhow::Result<shared::sync::SyncQueue> {
             Ok(shared::sync::SyncQueue::new(sqs.clone(), c.sync_queue_url.clone().context("SYNC_QUEUE_URL")?))
