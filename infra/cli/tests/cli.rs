@@ -188,10 +188,10 @@ async fn an_operator_counts_peeks_at_and_redrives_dead_letters() {
     assert_eq!(sync.map(|q| q["messages"].clone()), Some(Value::from(0)), "{after}");
 
     // An unknown queue: the API's code and message on stderr, exit status 1.
-    let unknown = operator(&s, &["dead-letters", "show", "usage"]).await;
+    let unknown = operator(&s, &["dead-letters", "show", "billing"]).await;
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(unknown.stderr.starts_with("error: unknown_queue (404): "), "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("sync, notify, import"), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("sync, notify, import, usage"), "{}", unknown.stderr);
     assert!(unknown.stderr.contains("request id: "), "{}", unknown.stderr);
 }
 
