@@ -2,6 +2,7 @@
 //! adapters and the tenancy domain that every function builds on.
 
 pub mod apikey;
+pub mod audit;
 pub mod auth;
 pub mod aws;
 pub mod batch;

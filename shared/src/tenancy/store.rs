@@ -149,6 +149,11 @@ impl TenancyStore {
         crate::billing::BillingStore::new(self.client.clone(), &self.table)
     }
 
+    /// The tenant's audit log on the same table and credentials.
+    pub fn audit_store(&self) -> crate::audit::AuditStore {
+        crate::audit::AuditStore::new(self.client.clone(), &self.table)
+    }
+
     pub fn plan_store(&self) -> crate::meter::PlanStore {
         crate::meter::PlanStore::new(self.client.clone(), &self.table)
     }
