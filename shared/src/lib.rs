@@ -25,6 +25,7 @@ pub mod openapi;
 pub mod priority;
 pub mod providers;
 pub mod readers;
+pub mod stats;
 pub mod subscriptions;
 pub mod sync;
 pub mod telemetry;

@@ -18,6 +18,7 @@ use shared::events::{Event, Events};
 use shared::oauth::{self, ExchangeError};
 use shared::providers::Overrides;
 use shared::readers::{self, FetchCtx, FetchError};
+use shared::stats::Counter;
 use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::Stores;
 use shared::vault::{SecretContext, Vault};
@@ -143,6 +144,16 @@ impl Worker {
         }
         if let Err(e) = store.finish_sync(&job.tenant_id, &job.user_id, job.provider, &job.job_id, status).await {
             tracing::warn!(error = ?e, "could not record the sync's outcome");
+        }
+        // The tenant's admin view counts attempts (a wait for another sync's lease is none).
+        let counter = match &outcome {
+            Ok(()) => Some(Counter::SyncOk),
+            Err(Failure::Retry { .. }) => Some(Counter::SyncRetried),
+            Err(Failure::Wait { .. }) => None,
+            Err(Failure::Drop(_) | Failure::Reauthorize(_)) => Some(Counter::SyncFailed),
+        };
+        if let Some(c) = counter {
+            tenancy.stats_store().count(&job.tenant_id, c).await;
         }
         outcome
     }

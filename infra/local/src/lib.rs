@@ -79,6 +79,7 @@ impl Stack {
             public_url: public_url(&control)?,
             events: events(&control)?,
             dead_letters: control::dead_letters::DeadLetters::from_config(sqs.clone(), &control),
+            meter_table: control.meter_table.clone().context("METER_TABLE")?,
         };
         let queue = |c: &shared::Config| -> anyhow::Result<shared::sync::SyncQueue> {
             Ok(shared::sync::SyncQueue::new(sqs.clone(), c.sync_queue_url.clone().context("SYNC_QUEUE_URL")?))

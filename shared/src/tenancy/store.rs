@@ -530,6 +530,40 @@ impl TenancyStore {
         Ok(user_from(item.as_ref().ok_or(StoreError::NotFound)?)?)
     }
 
+    /// Counts the tenant's items under a key prefix (`user#`, `conn#`, ...) by the values of `fields` (absent
+    /// values count as ""): a query of the tenant's partition reading only those fields, for aggregate views.
+    pub async fn tally(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        fields: &[&str],
+    ) -> Result<std::collections::BTreeMap<Vec<String>, u64>, StoreError> {
+        let names: Vec<String> = (0..fields.len()).map(|i| format!("#f{i}")).collect();
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(tenant.as_str()))
+            .expression_attribute_values(":p", s(prefix))
+            .projection_expression(names.join(", "));
+        for (name, field) in names.iter().zip(fields) {
+            query = query.expression_attribute_names(name, *field);
+        }
+        let items = crate::dynamo::query_all(query, "counting items").await?;
+        let mut counts = std::collections::BTreeMap::new();
+        for item in &items {
+            let key: Vec<String> = fields.iter().map(|f| get_s(item, f).unwrap_or_default().to_owned()).collect();
+            *counts.entry(key).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The tenant's daily activity counters on the same table and credentials.
+    pub fn stats_store(&self) -> crate::stats::StatsStore {
+        crate::stats::StatsStore::new(self.client.clone(), &self.table)
+    }
+
     pub async fn list_users(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<User>, Option<String>), StoreError> {
         let (items, next) = self.query_prefix(tenant, "user#", page).await?;
         Ok((items.iter().map(user_from).collect::<anyhow::Result<_>>()?, next))
