@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use integration_tests::connect::{configure, consent, connections, no_redirects, session};
+use integration_tests::connect::{configure, connections, consent, no_redirects, session};
 use integration_tests::meter::{claude, claude_body, metered_tenant, plan};
 use integration_tests::{Auth, TestStack, TestTenant, start};
 use serde_json::{Value, json};
@@ -29,7 +29,9 @@ async fn the_admin_view_counts_users_connections_syncs_and_tokens_without_naming
     // GIVEN three more users, one disabled, one connected to sandbox Oura and synced, and some AI use
     let mut ids = vec![chatty.clone()];
     for (i, email) in ["ana@example.com", "bo@example.com", "cy@example.com"].into_iter().enumerate() {
-        let r = s.call("POST", "/v1/users", key.clone(), Some(json!({"external_id": format!("ext-{i}"), "email": email}))).await;
+        let r = s
+            .call("POST", "/v1/users", key.clone(), Some(json!({"external_id": format!("ext-{i}"), "email": email})))
+            .await;
         assert_eq!(r.status, 201, "{}", r.body);
         ids.push(r.body["id"].as_str().unwrap_or_default().to_owned());
     }
@@ -134,7 +136,9 @@ async fn every_change_is_in_the_audit_log_newest_first_paged_and_only_for_its_te
     assert_eq!(by_action("user.updated")["details"], json!({"status": "disabled"}));
     assert_eq!(by_action("user.updated")["user_id"], user.as_str());
     assert_eq!(by_action("user.plan_changed")["details"], json!({"plan": "basic"}));
-    assert!(entries.iter().all(|e| e["at"].as_str().is_some() && e["id"].as_str().is_some_and(|i| i.starts_with("aud_"))));
+    assert!(
+        entries.iter().all(|e| e["at"].as_str().is_some() && e["id"].as_str().is_some_and(|i| i.starts_with("aud_")))
+    );
     // AND the secret of the created key is nowhere in the log
     let secret = made.body["api_key"].as_str().unwrap_or("no key");
     assert!(!log.to_string().contains(secret), "{log}");
