@@ -106,6 +106,9 @@ impl Authorizer {
         if tenant.status == Status::Disabled {
             return Principal::anonymous(403, "tenant_disabled", "this tenant is disabled; contact the operator");
         }
+        if tenant.status != Status::Active {
+            return Principal::anonymous(403, "tenant_offboarded", "this tenant is being offboarded; its data is deleted");
+        }
         let stale = key
             .last_used_at
             .as_deref()
