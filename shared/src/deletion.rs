@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, ReturnValue, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest,
 };
 
 use crate::dynamo::{Item, conditional_failed, get_consistent, get_s, query_all, s, unavailable};
@@ -87,8 +87,10 @@ pub struct Deletion {
 /// How a restore ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Restore {
-    /// Back (or never deleted): the user's status now.
+    /// Back, with the status they had before.
     Restored(Status),
+    /// Not deleted (a repeated restore): their status.
+    NotDeleted(Status),
     /// Too late: the purge has begun.
     PurgeStarted,
 }
@@ -191,7 +193,7 @@ impl DeletionStore {
             .ok_or(StoreError::NotFound)?;
         let status = get_s(&item, "status").and_then(Status::parse).context("stored user status")?;
         if status != Status::Deleted {
-            return Ok(Restore::Restored(status));
+            return Ok(Restore::NotDeleted(status));
         }
         if item.contains_key("purge_started_at") {
             return Ok(Restore::PurgeStarted);
@@ -408,21 +410,6 @@ impl DeletionStore {
     /// that dies before this is found again by the sweep and finishes.
     pub async fn finish(&self, subject: &Subject) -> Result<(), StoreError> {
         self.delete(subject.tenant().as_str(), &subject.sk()).await
-    }
-
-    /// Returns the item as the delete found it, or `None` (for reading what an item pointed at).
-    pub async fn take(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
-        let out = self
-            .client
-            .delete_item()
-            .table_name(&self.table)
-            .key("pk", s(pk))
-            .key("sk", s(sk))
-            .return_values(ReturnValue::AllOld)
-            .send()
-            .await
-            .map_err(unavailable("deleting an item"))?;
-        Ok(out.attributes)
     }
 }
 

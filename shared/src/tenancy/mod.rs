@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Email, ExternalId, KeyId, TenantId, UserId};
 
-pub use store::{StoreError, TenancyStore};
+pub use store::{DELETED_USER_CONFLICT, StoreError, TenancyStore};
 
 use std::sync::Arc;
 

@@ -56,6 +56,9 @@ fn transaction_cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> bool {
     e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception())
 }
 
+/// How a conflict over a deleted user's external id begins (the authorizer refuses their tokens by it).
+pub const DELETED_USER_CONFLICT: &str = "the user with this external id";
+
 const TENANT_SK: &str = "tenant";
 const AUTH_SK: &str = "auth";
 const TENANTS_GSI: &str = "tenants";
@@ -552,7 +555,7 @@ impl TenancyStore {
         let user_id = UserId::parse(user_id).context("stored external id marker")?;
         match self.get_user_even_deleted(tenant, &user_id).await {
             Ok(u) if u.status == Status::Deleted => Err(StoreError::Conflict(format!(
-                "the user with this external id ({user_id}) was deleted and waits for its purge; restore it with \
+                "{DELETED_USER_CONFLICT} ({user_id}) was deleted and waits for its purge; restore it with \
                  POST /v1/users/{user_id}/restore, or use the external id again once it is purged"
             ))),
             Ok(_) | Err(StoreError::NotFound) => Ok(()),
