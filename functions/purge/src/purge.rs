@@ -267,10 +267,12 @@ impl Purger {
         let billing_sk = format!("billing#{user}");
         if let Some(billing) = store.item(t, &billing_sk).await.map_err(store_err)? {
             if let Some(customer) = get_s(&billing, "customer_id") {
+                // The index first: a Stripe webhook about the customer finds no user to update any more. The
+                // billing item keeps the customer id until Stripe has deleted it, so a retry deletes it again.
+                store.delete(t, &format!("stripe_customer#{customer}")).await.map_err(store_err)?;
                 if self.delete_customer(tenancy, tenant, customer).await? {
                     purged.stripe_customers += 1;
                 }
-                keys.push((t.to_owned(), format!("stripe_customer#{customer}")));
             }
             keys.push((t.to_owned(), billing_sk));
         }
