@@ -123,7 +123,8 @@ async fn push(s: &TestStack, t: &TestTenant, user: &str) {
     let body = json!({"data": {"metrics": [{"name": "step_count", "units": "count", "data": [
         {"date": "2026-11-01 08:00:00 +0000", "qty": 1200}, {"date": "2026-11-02 08:00:00 +0000", "qty": 800}
     ]}]}});
-    let r = s.call("POST", &format!("/v1/users/{user}/ingest/apple-health"), Auth::Bearer(&t.api_key), Some(body)).await;
+    let r =
+        s.call("POST", &format!("/v1/users/{user}/ingest/apple-health"), Auth::Bearer(&t.api_key), Some(body)).await;
     assert!(r.status / 100 == 2, "{}", r.body);
 }
 
@@ -230,8 +231,15 @@ async fn import(s: &TestStack, t: &TestTenant, user: &str) {
 /// A tenant billing through a fresh sandbox Stripe account with a default AI plan and the Anthropic key.
 async fn billing_tenant(s: &TestStack, name: &str) -> (TestTenant, String, String) {
     let stripe = s.sandboxes["stripe"].clone();
-    let acct: Value = s.http.post(format!("{stripe}/sandbox/accounts")).send().await.unwrap_or_else(|e| panic!("{e}"))
-        .json().await.unwrap_or_default();
+    let acct: Value = s
+        .http
+        .post(format!("{stripe}/sandbox/accounts"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .json()
+        .await
+        .unwrap_or_default();
     let secret = acct["secret_key"].as_str().unwrap_or_default().to_owned();
     let t = s.tenant(name).await;
     let key = Auth::Bearer(&t.api_key);
@@ -240,7 +248,10 @@ async fn billing_tenant(s: &TestStack, name: &str) -> (TestTenant, String, Strin
     assert_eq!(r.status, 200, "{}", r.body);
     let plans = [
         ("free", json!({"monthly_tokens": 100_000, "requests_per_minute": 60})),
-        ("pro", json!({"monthly_tokens": 1_000_000, "requests_per_minute": 60, "stripe_price_id": acct["prices"]["pro_monthly"]})),
+        (
+            "pro",
+            json!({"monthly_tokens": 1_000_000, "requests_per_minute": 60, "stripe_price_id": acct["prices"]["pro_monthly"]}),
+        ),
     ];
     for (name, plan) in plans {
         let r = s.call("PUT", &format!("/v1/settings/plans/{name}"), key.clone(), Some(plan)).await;
@@ -411,8 +422,13 @@ async fn unknown_and_foreign_users_are_absent_and_a_grace_period_out_of_range_is
 
     let shown = s.call("GET", "/v1/settings/accounts", key.clone(), None).await;
     assert_eq!((shown.status, &shown.body), (200, &json!({"deletion_grace_days": 30})), "30 days unless set");
-    for bad in [json!({"deletion_grace_days": 366}), json!({"deletion_grace_days": -1}),
-                json!({"deletion_grace_days": "7"}), json!({"deletion_grace_days": 7, "extra": 1}), json!({})] {
+    for bad in [
+        json!({"deletion_grace_days": 366}),
+        json!({"deletion_grace_days": -1}),
+        json!({"deletion_grace_days": "7"}),
+        json!({"deletion_grace_days": 7, "extra": 1}),
+        json!({}),
+    ] {
         let r = s.call("PUT", "/v1/settings/accounts", key.clone(), Some(bad.clone())).await;
         r.assert_error(400, r.code());
         assert!(r.code().starts_with("invalid_"), "{bad}: {}", r.body);

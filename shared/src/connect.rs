@@ -873,7 +873,9 @@ impl ConnectStore {
             Err(e) => return Err(unavailable("deleting a connection")(e)),
         };
         if let Some(pid) = get_s(&old, "provider_user_id") {
-            self.client
+            // Only while it still names this user (another user may have connected the same account since).
+            let out = self
+                .client
                 .delete_item()
                 .table_name(&self.table)
                 .key("pk", s(tenant.as_str()))
@@ -881,10 +883,12 @@ impl ConnectStore {
                 .condition_expression("user_id = :u")
                 .expression_attribute_values(":u", s(user.as_str()))
                 .send()
-                .await
-                .map(|_| ())
-                .or_else(|e| if conditional_failed(&e) { Ok(()) } else { Err(e) })
-                .map_err(unavailable("deleting a provider user id"))?;
+                .await;
+            match out {
+                Ok(_) => {}
+                Err(e) if conditional_failed(&e) => {}
+                Err(e) => return Err(unavailable("deleting a provider user id")(e)),
+            }
         }
         Ok(())
     }

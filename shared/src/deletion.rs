@@ -13,9 +13,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, DeleteRequest, Put, TransactWriteItem, Update, WriteRequest};
 
 use crate::dynamo::{Item, conditional_failed, get_consistent, get_s, query_all, s, unavailable};
 use crate::ids::{TenantId, UserId};
@@ -118,8 +116,8 @@ impl DeletionStore {
 
     /// The tenant's grace period in days (the default when unset).
     pub async fn grace_days(&self, tenant: &TenantId) -> Result<u32, StoreError> {
-        let item = get_consistent(&self.client, &self.table, tenant.as_str(), SETTINGS_SK, "reading account settings")
-            .await?;
+        let item =
+            get_consistent(&self.client, &self.table, tenant.as_str(), SETTINGS_SK, "reading account settings").await?;
         Ok(item
             .as_ref()
             .and_then(|i| i.get("deletion_grace_days"))
@@ -145,12 +143,7 @@ impl DeletionStore {
 
     /// Marks the user deleted and due for purge at `purge_at` (RFC 3339) in one write: from now on every
     /// API treats them as absent. A user deleted already keeps their first purge time. `NotFound` when absent.
-    pub async fn delete_user(
-        &self,
-        tenant: &TenantId,
-        user: &UserId,
-        purge_at: &str,
-    ) -> Result<Deletion, StoreError> {
+    pub async fn delete_user(&self, tenant: &TenantId, user: &UserId, purge_at: &str) -> Result<Deletion, StoreError> {
         let subject = Subject::User(tenant.clone(), user.clone());
         let out = self
             .client
@@ -177,7 +170,9 @@ impl DeletionStore {
         match out {
             Ok(_) => Ok(Deletion { purge_at: purge_at.to_owned(), new: true }),
             Err(e) if conditional_failed(&e) => match crate::dynamo::old_item(&e) {
-                Some(old) => Ok(Deletion { purge_at: get_s(&old, "purge_at").unwrap_or(purge_at).to_owned(), new: false }),
+                Some(old) => {
+                    Ok(Deletion { purge_at: get_s(&old, "purge_at").unwrap_or(purge_at).to_owned(), new: false })
+                }
                 None => Err(StoreError::NotFound),
             },
             Err(e) => Err(unavailable("deleting a user")(e)),
@@ -334,7 +329,9 @@ impl DeletionStore {
         query = if prefix.is_empty() {
             query.key_condition_expression("pk = :pk")
         } else {
-            query.key_condition_expression("pk = :pk AND begins_with(sk, :p)").expression_attribute_values(":p", s(prefix))
+            query
+                .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+                .expression_attribute_values(":p", s(prefix))
         };
         Ok(keys_of(&query_all(query, "listing keys to delete").await?))
     }
@@ -397,7 +394,10 @@ impl DeletionStore {
                     break;
                 }
                 if attempt >= 8 {
-                    return Err(StoreError::Unavailable(anyhow::anyhow!("DynamoDB kept {} deletes unprocessed", pending.len())));
+                    return Err(StoreError::Unavailable(anyhow::anyhow!(
+                        "DynamoDB kept {} deletes unprocessed",
+                        pending.len()
+                    )));
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -107,7 +107,11 @@ impl Authorizer {
             return Principal::anonymous(403, "tenant_disabled", "this tenant is disabled; contact the operator");
         }
         if tenant.status != Status::Active {
-            return Principal::anonymous(403, "tenant_offboarded", "this tenant is being offboarded; its data is deleted");
+            return Principal::anonymous(
+                403,
+                "tenant_offboarded",
+                "this tenant is being offboarded; its data is deleted",
+            );
         }
         let stale = key
             .last_used_at

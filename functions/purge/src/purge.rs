@@ -213,8 +213,7 @@ impl Purger {
         }
         let mut purged = self.purge_user_items(&tenancy, tenant, user, &item).await?;
         let name = pseudonym(tenant, user);
-        purged.audit_entries =
-            tenancy.audit_store().pseudonymize(tenant, user, &name).await.map_err(store_err)?;
+        purged.audit_entries = tenancy.audit_store().pseudonymize(tenant, user, &name).await.map_err(store_err)?;
         let entry = NewEntry::new(Actor::system("purge"), "user.purged")
             .target("user", &name)
             .details(serde_json::to_value(purged)?);
@@ -283,7 +282,8 @@ impl Purger {
 
         let partition = format!("{tenant}#{user}");
         let data = store.on(&self.data_table);
-        purged.data_items = data.delete_all(&data.keys(&partition, "").await.map_err(store_err)?).await.map_err(store_err)?;
+        purged.data_items =
+            data.delete_all(&data.keys(&partition, "").await.map_err(store_err)?).await.map_err(store_err)?;
         let meter = store.on(&self.meter_table);
         purged.meter_items =
             meter.delete_all(&meter.keys(&partition, "").await.map_err(store_err)?).await.map_err(store_err)?;
@@ -356,7 +356,8 @@ impl Purger {
                 .context("naming objects to purge")?;
             if !ids.is_empty() {
                 deleted += ids.len();
-                let delete = Delete::builder().set_objects(Some(ids)).quiet(true).build().context("building a delete")?;
+                let delete =
+                    Delete::builder().set_objects(Some(ids)).quiet(true).build().context("building a delete")?;
                 let out =
                     self.s3.delete_objects().bucket(bucket).delete(delete).send().await.context("deleting objects")?;
                 anyhow::ensure!(out.errors().is_empty(), "S3 refused to delete {} objects", out.errors().len());

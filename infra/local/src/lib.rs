@@ -196,8 +196,8 @@ impl Stack {
             Box::pin(async move { Ok(reporter.handle(event).await) })
         });
         // The purge reads PURGE_QUEUE_URL and EXPORT_BUCKET beside the common configuration.
-        let purge_vars = provisioned
-            .environment(template.function("PurgeFunction").context("template has no PurgeFunction")?)?;
+        let purge_vars =
+            provisioned.environment(template.function("PurgeFunction").context("template has no PurgeFunction")?)?;
         let purge_lookup = |k: &str| purge_vars.get(k).or_else(|| options.extra_env.get(k)).cloned();
         let purger = Arc::new(purge::Purger::new(
             &shared::Config::from_lookup(purge_lookup)?,
