@@ -83,6 +83,7 @@ fn body_for(
             "plan": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"
         })),
         ("POST", p) if p.ends_with("/billing/portal") => Some(json!({"return_url": "https://a.example/back"})),
+        ("PUT", "/v1/settings/accounts") => Some(json!({"deletion_grace_days": 7})),
         ("PUT", "/v1/settings/connect") => Some(json!({"allowed_return_urls": ["https://a.example/done"]})),
         ("PUT", "/v1/settings/auth") => Some(json!({
             "issuer": stack.issuer, "jwks_url": format!("{}/jwks.json", stack.issuer), "audience": a.audience

@@ -10,6 +10,7 @@ pub mod billing;
 pub mod config;
 pub mod connect;
 pub mod datastore;
+pub mod deletion;
 pub mod dynamo;
 pub mod error;
 pub mod events;

@@ -178,6 +178,12 @@ async fn patch_user(
             "nothing to change: send `status` (active|disabled) and/or `email`",
         ));
     }
+    if body.status == Some(Status::Deleted) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "status must be active or disabled; DELETE /v1/users/{user_id} deletes a user",
+        ));
+    }
     let patch = UserPatch { status: body.status, email: body.email };
     let user = app
         .stores

@@ -112,6 +112,15 @@ impl Worker {
     async fn run(&self, job: &SyncJob) -> Result<(), Failure> {
         let unavailable = |e: &dyn std::fmt::Display| Failure::Retry { after: 30, why: e.to_string() };
         let tenancy = self.stores.tenant(&job.tenant_id).await.map_err(|e| unavailable(&e))?;
+        // A deleted user (waiting for its purge) is not synced; the purge removes the connection.
+        match tenancy.get_user(&job.tenant_id, &job.user_id).await {
+            Ok(_) => {}
+            Err(shared::tenancy::StoreError::NotFound) => {
+                tracing::info!("the user is deleted or gone; job dropped");
+                return Ok(());
+            }
+            Err(e) => return Err(unavailable(&e)),
+        }
         let store = tenancy.connect_store();
         let until = shared::time::format(shared::time::now() + time::Duration::seconds(LEASE_SECONDS));
         // A backfill chunk reads old days: nothing is coalesced into it (it leases zero recent days).
