@@ -134,26 +134,27 @@ impl Exporter {
         }
         match self.write(&t, tenant, user, id, &run_id, &key).await {
             Ok((size, files)) => {
-                t.exports.complete(tenant, id, &run_id, size, &files).await?;
+                // Completed last: whoever sees it completed finds the slot free and the audit entry written.
                 t.exports.release_slot(tenant, user, id).await?;
                 let entry = NewEntry::new(Actor::system("export"), "export.completed")
                     .target("export", id)
                     .about(user)
                     .details(json!({"size_bytes": size, "files": files}));
                 t.audit.record(tenant, entry).await?;
+                t.exports.complete(tenant, id, &run_id, size, &files).await?;
                 tracing::info!(size_bytes = size, "export completed");
                 Ok(())
             }
             Err(Stop::Permanent(code)) => {
                 tracing::warn!(code, "export failed for good");
-                t.exports.fail(tenant, id, &run_id, code).await?;
                 t.exports.release_slot(tenant, user, id).await?;
+                t.exports.fail(tenant, id, &run_id, code).await?;
                 Ok(())
             }
             Err(Stop::Retry(e)) if receives >= MAX_RECEIVES => {
                 tracing::error!(error = ?e, receives, "export failed on its last attempt");
-                t.exports.fail(tenant, id, &run_id, "export_failed").await?;
                 t.exports.release_slot(tenant, user, id).await?;
+                t.exports.fail(tenant, id, &run_id, "export_failed").await?;
                 Ok(())
             }
             Err(Stop::Retry(e)) => {

@@ -195,12 +195,23 @@ impl Stack {
             let reporter = reporter.clone();
             Box::pin(async move { Ok(reporter.handle(event).await) })
         });
+        let export_fn = template.function("ExportFunction").context("template has no ExportFunction")?;
+        let export_env = provisioned.environment(export_fn)?;
+        let exporter =
+            export::Exporter::from_lookup(|k| export_env.get(k).or_else(|| options.extra_env.get(k)).cloned(), &sdk)?;
+        let export_router = export::router(exporter.clone());
+        let exporter = Arc::new(exporter);
+        let export_handler: workers::QueueHandler = Arc::new(move |event| {
+            let exporter = exporter.clone();
+            Box::pin(async move { Ok(exporter.handle(event).await) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([
                 ("SyncWorkerFunction".to_owned(), sync_handler),
                 ("NotifierFunction".to_owned(), notify_handler),
                 ("HealthImportFunction".to_owned(), import_handler),
                 ("UsageReporterFunction".to_owned(), usage_handler),
+                ("ExportFunction".to_owned(), export_handler),
             ]),
             ticks: HashMap::from([
                 ("SyncSchedulerFunction".to_owned(), tick),
@@ -221,6 +232,7 @@ impl Stack {
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
             ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
             ("BillingFunction".to_owned(), billing_router),
+            ("ExportFunction".to_owned(), export_router),
         ]);
         let authorizer = Arc::new(authorizer);
         let metering = env_of("MeterFunction")?;
