@@ -130,7 +130,8 @@ async fn all_pages(s: &TestStack, path: &str, auth: &str) -> Vec<Value> {
 /// The API's view of `what` (daily per source, sleep, workouts) over every day from `first` to `last`.
 async fn api_records(s: &TestStack, t: &TestTenant, user: &str, what: &str, first: &str, last: &str) -> Vec<Value> {
     let parse = |d: &str| time::Date::parse(d, time::macros::format_description!("[year]-[month]-[day]"));
-    let (mut from, last) = (parse(first).unwrap_or_else(|e| panic!("{e}")), parse(last).unwrap_or_else(|e| panic!("{e}")));
+    let (mut from, last) =
+        (parse(first).unwrap_or_else(|e| panic!("{e}")), parse(last).unwrap_or_else(|e| panic!("{e}")));
     let mut out = Vec::new();
     while from <= last {
         let to = (from + time::Duration::days(300)).min(last);
@@ -201,11 +202,8 @@ async fn an_export_holds_everything_held_about_the_user_and_no_token_or_secret()
     for f in &listed {
         let name = f["name"].as_str().unwrap_or_default();
         let bytes = &files[name];
-        let records = if name.ends_with(".ndjson") {
-            lines(bytes).len()
-        } else {
-            json_of(bytes).as_array().map_or(1, Vec::len)
-        };
+        let records =
+            if name.ends_with(".ndjson") { lines(bytes).len() } else { json_of(bytes).as_array().map_or(1, Vec::len) };
         assert_eq!(f["records"].as_u64(), Some(records as u64), "{name}");
         assert_eq!(f["bytes"].as_u64(), Some(bytes.len() as u64), "{name}");
         let hash: String = sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect();
@@ -380,12 +378,8 @@ async fn the_daily_limit_answers_429_with_retry_after() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(r.status(), 429);
-    let retry: u64 = r
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_default();
+    let retry: u64 =
+        r.headers().get("retry-after").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()).unwrap_or_default();
     assert!((1..=86_400).contains(&retry), "until the UTC day ends: {retry}");
     let body: Value = r.json().await.unwrap_or_default();
     assert_eq!(body["error"]["code"], "rate_limited", "{body}");
@@ -472,7 +466,12 @@ async fn a_run_that_crashed_is_restarted_from_scratch_and_its_upload_aborted() {
     // WHEN its message comes back
     let sqs = aws_sdk_sqs::Client::new(&shared::aws::sdk_config().await);
     let body = json!({"tenant_id": t.id, "user_id": user, "export_id": id}).to_string();
-    sqs.send_message().queue_url(&s.refs["ExportQueue"]).message_body(body).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    sqs.send_message()
+        .queue_url(&s.refs["ExportQueue"])
+        .message_body(body)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("{e:?}"));
 
     // THEN a new run completes it, and the dead run's upload is gone.
     let again = finished(&s, &format!("/v1/exports/{id}"), &t.api_key).await;

@@ -226,8 +226,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_archive_leaves_in_parts_of_the_part_size_and_unzips_with_its_manifest_true()
-    -> anyhow::Result<()> {
+    async fn a_large_archive_leaves_in_parts_of_the_part_size_and_unzips_with_its_manifest_true() -> anyhow::Result<()>
+    {
         let part = 64 * 1024;
         let mut z = ZipStream::new(Parts::default(), part);
         z.start("data/lines.ndjson")?;
@@ -260,7 +260,10 @@ mod tests {
         archive.by_name("data/lines.ndjson")?.read_to_end(&mut lines)?;
         assert_eq!(lines, expected);
         let entry = &done.entries[0];
-        assert_eq!((entry.name.as_str(), entry.records, entry.bytes), ("data/lines.ndjson", 800, expected.len() as u64));
+        assert_eq!(
+            (entry.name.as_str(), entry.records, entry.bytes),
+            ("data/lines.ndjson", 800, expected.len() as u64)
+        );
         assert_eq!(entry.sha256, hex(&Sha256::digest(&expected)));
         assert_eq!(done.entries[1].records, 1);
         Ok(())

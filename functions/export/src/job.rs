@@ -165,14 +165,8 @@ impl Exporter {
     }
 
     async fn abort(&self, key: &str, upload_id: &str) {
-        let out = self
-            .s3
-            .abort_multipart_upload()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .upload_id(upload_id)
-            .send()
-            .await;
+        let out =
+            self.s3.abort_multipart_upload().bucket(&self.settings.bucket).key(key).upload_id(upload_id).send().await;
         if let Err(e) = out {
             // Gone already (aborted, or completed by the crashed run); the lifecycle rule cleans up the rest.
             tracing::info!(error = %e, "aborting an earlier export upload");
@@ -321,7 +315,12 @@ pub fn connection_json(c: &shared::connect::Connection) -> Value {
     v
 }
 
-async fn query_all(client: &aws_sdk_dynamodb::Client, table: &str, pk: &str, prefix: &str) -> anyhow::Result<Vec<Item>> {
+async fn query_all(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    prefix: &str,
+) -> anyhow::Result<Vec<Item>> {
     let query = client
         .query()
         .table_name(table)

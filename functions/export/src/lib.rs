@@ -26,7 +26,7 @@ use shared::http::{EndUserScope, PageParams, Query, Routes, Subject, TenantScope
 use shared::ids::{TenantId, UserId};
 use shared::tenancy::TenancyStore;
 
-pub use store::{Claimed, Export, ExportId, ExportStore, Status};
+pub use store::{Claimed, Export, ExportId, ExportStore, SlotClock, Status};
 
 /// How long a download URL works.
 pub const URL_TTL: Duration = Duration::from_secs(15 * 60);
@@ -148,7 +148,8 @@ async fn create(subject: Subject, principal: Principal, State(app): State<Export
     let today = shared::time::format_day(now.date());
     let limit = app.settings.daily_limit;
     let ts = now.unix_timestamp();
-    match t.exports.claim_slot(tenant, user, &id, ts, ts + SLOT_SECS, &today, limit).await {
+    let clock = SlotClock { now: ts, until: ts + SLOT_SECS, today: &today, daily_limit: limit };
+    match t.exports.claim_slot(tenant, user, &id, &clock).await {
         Ok(Claimed::Yes) => {}
         Ok(Claimed::Busy(running)) => {
             return Err(ApiError::conflict(

@@ -155,6 +155,16 @@ pub fn slot_of(user_item: Option<&Item>, now: i64, today: &str, daily_limit: u32
     Slot::FirstToday
 }
 
+/// When a slot is asked for: now and until when it is held (epoch seconds), today (UTC `YYYY-MM-DD`) and
+/// the day's limit.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotClock<'a> {
+    pub now: i64,
+    pub until: i64,
+    pub today: &'a str,
+    pub daily_limit: u32,
+}
+
 /// The outcome of asking for the slot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claimed {
@@ -186,11 +196,9 @@ impl ExportStore {
         tenant: &TenantId,
         user: &UserId,
         id: &ExportId,
-        now: i64,
-        until: i64,
-        today: &str,
-        daily_limit: u32,
+        at: &SlotClock<'_>,
     ) -> Result<Claimed, StoreError> {
+        let SlotClock { now, until, today, daily_limit } = *at;
         let user_sk = format!("user#{user}");
         let mut seen =
             get_consistent(&self.client, &self.table, tenant.as_str(), &user_sk, "reading the user's export slot")
@@ -444,9 +452,8 @@ impl ExportStore {
 
     /// The run stops early but may be retried: the lease goes, so the redelivered message starts at once.
     pub async fn pause(&self, tenant: &TenantId, id: &ExportId, run_id: &str) -> Result<bool, StoreError> {
-        let update = self
-            .run_update(tenant, id, run_id)
-            .update_expression("SET updated_at = :at REMOVE lease_until, upload_id");
+        let update =
+            self.run_update(tenant, id, run_id).update_expression("SET updated_at = :at REMOVE lease_until, upload_id");
         update_if(update, "releasing an export run").await
     }
 }
