@@ -132,6 +132,25 @@ pub fn router(state: Exporter) -> axum::Router {
     routes().into_router(state)
 }
 
+/// One Lambda invocation: an `ExportQueue` batch (it carries `Records`) runs jobs; anything else is an API
+/// Gateway request for `router`.
+pub async fn invoke(
+    exporter: &Exporter,
+    router: &axum::Router,
+    event: lambda_runtime::LambdaEvent<Value>,
+) -> Result<Value, lambda_runtime::Error> {
+    use lambda_http::tower::ServiceExt;
+    if event.payload.get("Records").is_some() {
+        let batch: aws_lambda_events::sqs::SqsEvent = serde_json::from_value(event.payload)?;
+        return Ok(serde_json::to_value(exporter.handle(batch).await)?);
+    }
+    let (payload, context) = event.into_parts();
+    let request: lambda_http::request::LambdaRequest = serde_json::from_value(payload)?;
+    let http: lambda_http::Adapter<'_, _, _> = lambda_http::Adapter::from(router.clone());
+    let response = http.oneshot(lambda_runtime::LambdaEvent::new(request, context)).await?;
+    Ok(serde_json::to_value(response)?)
+}
+
 /// Seconds until the next UTC midnight (when the daily limit starts over).
 fn until_tomorrow(now: time::OffsetDateTime) -> u64 {
     let next = now.date().next_day().map(|d| d.midnight().assume_utc());
@@ -301,6 +320,58 @@ mod tests {
     fn the_daily_limit_resets_at_utc_midnight() {
         let now = time::macros::datetime!(2026-11-29 23:59:00 UTC);
         assert_eq!(until_tomorrow(now), 60);
+    }
+
+    fn offline() -> Exporter {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .build();
+        let env = std::collections::HashMap::from([
+            ("TENANCY_TABLE", "t-TenancyTable"),
+            ("DATA_TABLE", "t-DataTable"),
+            ("METER_TABLE", "t-MeterTable"),
+            ("EXPORT_BUCKET", "t-exportbucket"),
+            ("EXPORT_QUEUE_URL", "https://sqs.us-east-1.amazonaws.com/123456789012/t-ExportQueue"),
+        ]);
+        match Exporter::from_lookup(|k| env.get(k).map(|v| (*v).to_owned()), &sdk) {
+            Ok(e) => e,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    async fn invoked(sample: &str) -> Value {
+        let exporter = offline();
+        let router = router(exporter.clone());
+        let payload: Value = serde_json::from_str(sample).unwrap_or_default();
+        let event = lambda_runtime::LambdaEvent::new(payload, lambda_runtime::Context::default());
+        match invoke(&exporter, &router, event).await {
+            Ok(v) => v,
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_api_gateway_request_reaches_the_router_through_the_lambda_entry() {
+        let out = invoked(include_str!("../../../events/export/get-unknown-export.json")).await;
+        assert_eq!(out["statusCode"], 404, "{out}");
+        let body: Value = serde_json::from_str(out["body"].as_str().unwrap_or_default()).unwrap_or_default();
+        assert_eq!(body["error"]["code"], "not_found", "{out}");
+    }
+
+    #[tokio::test]
+    async fn a_queue_message_that_is_not_an_export_job_is_dropped_not_retried() {
+        let out = invoked(include_str!("../../../events/export/not-ours.json")).await;
+        assert_eq!(out["batchItemFailures"], serde_json::json!([]), "{out}");
+    }
+
+    #[test]
+    fn the_sample_job_is_a_queue_message_of_ours() {
+        let event: aws_lambda_events::sqs::SqsEvent =
+            serde_json::from_str(include_str!("../../../events/export/job.json")).unwrap_or_default();
+        let body = event.records.first().and_then(|r| r.body.clone()).unwrap_or_default();
+        let message: Result<job::Message, _> = serde_json::from_str(&body);
+        assert!(message.is_ok_and(|m| ExportId::parse(&m.export_id).is_some()), "{body}");
     }
 
     #[test]
