@@ -487,3 +487,46 @@ async fn a_run_that_crashed_is_restarted_from_scratch_and_its_upload_aborted() {
         "the dead run's upload was aborted"
     );
 }
+
+#[tokio::test]
+async fn a_large_archive_goes_up_in_several_s3_parts_and_comes_down_whole() {
+    let s = start().await;
+    let s3 = shared::aws::s3(&shared::aws::sdk_config().await);
+    let bucket = s.refs["ExportBucket"].clone();
+    let key = "exports/large-archive-test.zip";
+    let created = s3.create_multipart_upload().bucket(&bucket).key(key).send().await;
+    let upload_id = created.unwrap_or_else(|e| panic!("{e:?}")).upload_id().unwrap_or_default().to_owned();
+    let sink = export::job::S3Parts::new(s3.clone(), &bucket, key, &upload_id);
+    // S3's smallest part size; hex noise deflates to about half, so 14 MB of lines make three parts.
+    let mut z = export::archive::ZipStream::new(sink, 5 * 1024 * 1024);
+    z.start("data/samples.ndjson").unwrap_or_else(|e| panic!("{e:?}"));
+    let mut digest = sha2::Sha256::digest(b"seed");
+    let mut text = String::new();
+    for i in 0..14_000u32 {
+        text.clear();
+        for _ in 0..16 {
+            digest = sha2::Sha256::digest(digest);
+            text.extend(digest.iter().map(|b| format!("{b:02x}")));
+        }
+        z.line(&json!({"i": i, "noise": text})).unwrap_or_else(|e| panic!("{e:?}"));
+        z.flush().await.unwrap_or_else(|e| panic!("{e:?}"));
+    }
+    let done = z.finish().await.unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(done.parts >= 2, "several parts: {}", done.parts);
+    let entry = done.entries[0].clone();
+    let size = done.size;
+    done.sink.complete().await.unwrap_or_else(|e| panic!("{e:?}"));
+
+    let object = s3.get_object().bucket(&bucket).key(key).send().await.unwrap_or_else(|e| panic!("{e:?}"));
+    let bytes = object.body.collect().await.unwrap_or_else(|e| panic!("{e:?}")).into_bytes();
+    assert_eq!(bytes.len() as u64, size);
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap_or_else(|e| panic!("{e}"));
+    let mut content = Vec::new();
+    archive
+        .by_name("data/samples.ndjson")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .read_to_end(&mut content)
+        .unwrap_or_default();
+    let hash: String = sha2::Sha256::digest(&content).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!((entry.records, entry.bytes, entry.sha256), (14_000, content.len() as u64, hash));
+}

@@ -56,12 +56,33 @@ impl From<StoreError> for Stop {
 }
 
 /// The parts of one multipart upload.
-struct S3Parts {
+pub struct S3Parts {
     s3: aws_sdk_s3::Client,
     bucket: String,
     key: String,
     upload_id: String,
     done: Vec<CompletedPart>,
+}
+
+impl S3Parts {
+    /// Parts of the upload `upload_id` (already created) of `bucket`/`key`.
+    pub fn new(s3: aws_sdk_s3::Client, bucket: &str, key: &str, upload_id: &str) -> Self {
+        Self { s3, bucket: bucket.to_owned(), key: key.to_owned(), upload_id: upload_id.to_owned(), done: Vec::new() }
+    }
+
+    /// Completes the upload with the parts handed on (the object appears only now).
+    pub async fn complete(self) -> anyhow::Result<()> {
+        self.s3
+            .complete_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(self.done)).build())
+            .send()
+            .await
+            .map_err(|e| anyhow::Error::new(e).context("completing the export upload"))?;
+        Ok(())
+    }
 }
 
 impl PartSink for S3Parts {
@@ -196,13 +217,7 @@ impl Exporter {
             .map_err(|e| anyhow::Error::new(e).context("starting the export upload"))?;
         let upload_id = created.upload_id().ok_or_else(|| anyhow::anyhow!("S3 gave no upload id"))?.to_owned();
         t.exports.set_upload(tenant, id, run_id, &upload_id).await?;
-        let sink = S3Parts {
-            s3: self.s3.clone(),
-            bucket: self.settings.bucket.clone(),
-            key: key.to_owned(),
-            upload_id: upload_id.clone(),
-            done: Vec::new(),
-        };
+        let sink = S3Parts::new(self.s3.clone(), &self.settings.bucket, key, &upload_id);
         let mut z = ZipStream::new(sink, self.settings.part_bytes);
         let written = self.contents(&mut z, t, tenant, user, id, profile).await;
         let finished = match written {
@@ -216,21 +231,13 @@ impl Exporter {
                 return Err(Stop::Retry(e));
             }
         };
-        let completed = self
-            .s3
-            .complete_multipart_upload()
-            .bucket(&self.settings.bucket)
-            .key(key)
-            .upload_id(&upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(finished.sink.done)).build())
-            .send()
-            .await;
-        if let Err(e) = completed {
-            self.abort(key, &upload_id).await;
-            return Err(Stop::Retry(anyhow::Error::new(e).context("completing the export upload")));
-        }
+        let size = finished.size;
         let files = finished.entries.iter().map(|e| (e.name.clone(), e.records)).collect();
-        Ok((finished.size, files))
+        if let Err(e) = finished.sink.complete().await {
+            self.abort(key, &upload_id).await;
+            return Err(Stop::Retry(e));
+        }
+        Ok((size, files))
     }
 
     /// Every file of the archive, the manifest last.
