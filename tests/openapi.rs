@@ -13,6 +13,7 @@ fn served(function: &str) -> BTreeSet<String> {
         "WebhooksFunction" => webhooks::routes().served(),
         "BillingFunction" => billing::routes().served(),
         "PurgeFunction" => purge::routes().served(),
+        "ExportFunction" => export::routes().served(),
         other => panic!("no router for {other}"),
     };
     routes.into_iter().map(|(m, p)| format!("{m} {p}")).collect()

@@ -217,6 +217,16 @@ impl Stack {
             let purger = purger.clone();
             Box::pin(async move { Ok(purger.handle(event).await) })
         });
+        let export_fn = template.function("ExportFunction").context("template has no ExportFunction")?;
+        let export_env = provisioned.environment(export_fn)?;
+        let exporter =
+            export::Exporter::from_lookup(|k| export_env.get(k).or_else(|| options.extra_env.get(k)).cloned(), &sdk)?;
+        let export_router = export::router(exporter.clone());
+        let exporter = Arc::new(exporter);
+        let export_handler: workers::QueueHandler = Arc::new(move |event| {
+            let exporter = exporter.clone();
+            Box::pin(async move { Ok(exporter.handle(event).await) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([
                 ("SyncWorkerFunction".to_owned(), sync_handler),
@@ -224,6 +234,7 @@ impl Stack {
                 ("HealthImportFunction".to_owned(), import_handler),
                 ("UsageReporterFunction".to_owned(), usage_handler),
                 ("PurgeFunction".to_owned(), purge_handler),
+                ("ExportFunction".to_owned(), export_handler),
             ]),
             ticks: HashMap::from([
                 ("SyncSchedulerFunction".to_owned(), tick),
@@ -246,6 +257,7 @@ impl Stack {
             ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
             ("BillingFunction".to_owned(), billing_router),
             ("PurgeFunction".to_owned(), purge_router),
+            ("ExportFunction".to_owned(), export_router),
         ]);
         let authorizer = Arc::new(authorizer);
         let metering = env_of("MeterFunction")?;
