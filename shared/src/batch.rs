@@ -8,14 +8,21 @@ use anyhow::Context;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
-/// Runs `one` on each message; `one` answers true when its message must come back.
+/// Runs `one` on each message; `one` answers true when its message must come back. Each runs in a `message`
+/// span whose `request_id` is the SQS message id; `one` names the tenant once it knows it
+/// (`shared::telemetry::record_tenant`), so every log line of a message carries both.
 pub async fn partial<'a, F, Fut>(event: &'a SqsEvent, one: F) -> SqsBatchResponse
 where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = bool>,
 {
+    use tracing::Instrument;
     let mut response = SqsBatchResponse::default();
-    let results = futures::future::join_all(event.records.iter().map(one)).await;
+    let runs = event.records.iter().map(|message| {
+        let id = message.message_id.as_deref().unwrap_or_default();
+        one(message).instrument(tracing::info_span!("message", request_id = %id, tenant_id = tracing::field::Empty))
+    });
+    let results = futures::future::join_all(runs).await;
     for (message, retry) in event.records.iter().zip(results) {
         if retry && let Some(id) = &message.message_id {
             response.add_failure(id.clone());
