@@ -71,3 +71,42 @@ pub async fn send_many(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::tests::Lines;
+
+    #[tokio::test]
+    async fn every_log_line_of_a_message_carries_the_message_id_and_the_tenant_once_known() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "msg-a", "body": "{\"tenant_id\": \"ten_a\"}"},
+            {"messageId": "msg-b", "body": "{\"tenant_id\": \"ten_b\"}"},
+        ]}))
+        .expect("an SQS event");
+        let lines = Lines::default();
+        let subscriber = crate::telemetry::json_subscriber(tracing_subscriber::EnvFilter::new("info"), lines.clone());
+        let _logs = tracing::subscriber::set_default(subscriber.finish());
+
+        let response = partial(&event, |message| async move {
+            let body: serde_json::Value =
+                serde_json::from_str(message.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+            crate::telemetry::record_tenant(&body["tenant_id"].as_str().unwrap_or_default());
+            tracing::info!("working");
+            tokio::task::yield_now().await;
+            tracing::info!("done");
+            message.message_id.as_deref() == Some("msg-b")
+        })
+        .await;
+
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["msg-b"]);
+        let logged = lines.parsed();
+        assert_eq!(logged.len(), 4, "{logged:?}");
+        for line in &logged {
+            let tenant = line["request_id"].as_str().map(|id| id.replace("msg-", "ten_"));
+            assert_eq!(line["tenant_id"].as_str(), tenant.as_deref(), "{line}");
+            assert_eq!(line["span"], "message", "{line}");
+        }
+    }
+}
