@@ -18,6 +18,8 @@ struct Billed {
     account: String,
     /// The account's seeded prices by lookup key.
     prices: Value,
+    /// The signing secret of the tenant's webhook endpoint.
+    webhook_secret: String,
 }
 
 fn http() -> reqwest::Client {
@@ -56,11 +58,13 @@ async fn billed(s: &TestStack) -> Billed {
     let key = acct["secret_key"].as_str().unwrap_or_default().to_owned();
     let t = s.tenant("Billing Co").await;
     let account = acct["account"].as_str().unwrap_or_default().into();
-    let mut b = Billed { t, user: String::new(), stripe, key, account, prices: acct["prices"].clone() };
+    let prices = acct["prices"].clone();
+    let mut b = Billed { t, user: String::new(), stripe, key, account, prices, webhook_secret: String::new() };
     let auth = Auth::Bearer(&b.t.api_key);
     let url = format!("{}/webhooks/stripe/{}", s.base, b.t.id);
     let endpoint = stripe_post(&b, "/v1/webhook_endpoints", &[("url", &url), ("enabled_events[0]", "*")]).await;
     let whsec = endpoint["secret"].as_str().unwrap_or_default().to_owned();
+    b.webhook_secret = whsec.clone();
     let body = json!({"secret_key": b.key, "webhook_secret": whsec});
     let r = s.call("PUT", "/v1/settings/stripe", auth.clone(), Some(body)).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -445,12 +449,13 @@ async fn reconciliation(s: &TestStack, b: &Billed, query: &str) -> Value {
     r.body
 }
 
-#[tokio::test]
-async fn metered_usage_reaches_stripe_meters_exactly_once_through_failures_and_redeliveries_and_reconciles() {
+/// A stack whose usage claims last a second, and a billed tenant with its Anthropic key whose plan `pro` is
+/// usage-billed (the sandbox's metered price; its meter's event is `tenantry_tokens`), to which the tenant's
+/// user has subscribed.
+async fn metered_stack() -> (TestStack, Billed) {
     let s = start_with_env(std::collections::HashMap::from([("USAGE_CLAIM_SECONDS".to_owned(), "1".to_owned())])).await;
     let b = billed(&s).await;
     let auth = Auth::Bearer(&b.t.api_key);
-    // GIVEN a usage-billed plan on the sandbox's metered price (its meter's event is `tenantry_tokens`)
     let r = s.call("PUT", "/v1/settings/llm/anthropic", auth.clone(), Some(json!({"api_key": ANTHROPIC_KEY}))).await;
     assert_eq!(r.status, 200, "{}", r.body);
     let price = b.prices["tokens_metered"].as_str().unwrap_or_default().to_owned();
@@ -458,8 +463,15 @@ async fn metered_usage_reaches_stripe_meters_exactly_once_through_failures_and_r
                          "event_name": "tenantry_tokens"});
     let r = s.call("PUT", "/v1/settings/plans/pro", auth.clone(), Some(metered)).await;
     assert_eq!(r.status, 200, "{}", r.body);
-    // AND a user who subscribed to it, and one put on it by hand, with no Stripe customer
     subscribe(&s, &b).await;
+    (s, b)
+}
+
+#[tokio::test]
+async fn metered_usage_reaches_stripe_meters_exactly_once_through_failures_and_redeliveries_and_reconciles() {
+    let (s, b) = metered_stack().await;
+    let auth = Auth::Bearer(&b.t.api_key);
+    // GIVEN a user who subscribed to a usage-billed plan, and one put on it by hand, with no Stripe customer
     let payer = b.user.clone();
     let walk_in = s.user(&b.t, "walk-in").await["id"].as_str().unwrap_or_default().to_owned();
     let r = s.call("PUT", &format!("/v1/users/{walk_in}/plan"), auth.clone(), Some(json!({"plan": "pro"}))).await;
@@ -616,4 +628,46 @@ async fn metered_usage_reaches_stripe_meters_exactly_once_through_failures_and_r
     let again = account_state(&b).await;
     assert_eq!(again["meter_events"]["recorded"].as_array().map(Vec::len), Some(recorded.len()), "{again}");
     assert_eq!(again["meter_events"]["duplicates"], json!([]), "{again}");
+}
+
+#[tokio::test]
+async fn usage_waits_while_the_tenant_has_no_stripe_keys_and_goes_out_once_they_are_set_again() {
+    let (s, b) = metered_stack().await;
+    let auth = Auth::Bearer(&b.t.api_key);
+    delivered(&b).await;
+    // GIVEN the tenant removed its Stripe keys
+    assert_eq!(s.call("DELETE", "/v1/settings/stripe", auth.clone(), None).await.status, 204);
+    // WHEN the subscriber makes a call and the sweep runs
+    let r = claude(&s, &b.t, &b.user, &claude_body("still there?", 30, false)).await;
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap_or_default();
+    let mut entry = Default::default();
+    for _ in 0..20 {
+        s.tick("UsageReporterFunction").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        entry = ledger_items(&s, &b.t.id, &b.user).await.pop().unwrap_or_default();
+        if attr(&entry, "report_error").contains("Stripe keys") {
+            break;
+        }
+    }
+    // THEN the entry waits, saying why, and nothing reached Stripe
+    assert_eq!(attr(&entry, "report"), "pending", "{entry:?}");
+    assert!(attr(&entry, "report_error").contains("no Stripe keys"), "{entry:?}");
+    assert_eq!(account_state(&b).await["meter_events"]["recorded"], json!([]));
+
+    // WHEN the keys are set again THEN it goes out once, within a few sweeps
+    let body = json!({"secret_key": b.key, "webhook_secret": b.webhook_secret});
+    assert_eq!(s.call("PUT", "/v1/settings/stripe", auth.clone(), Some(body)).await.status, 200);
+    for _ in 0..40 {
+        s.tick("UsageReporterFunction").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        entry = ledger_items(&s, &b.t.id, &b.user).await.pop().unwrap_or_default();
+        if attr(&entry, "report") == "reported" {
+            break;
+        }
+    }
+    assert_eq!(attr(&entry, "report"), "reported", "{entry:?}");
+    let recorded = account_state(&b).await["meter_events"]["recorded"].clone();
+    assert_eq!(recorded.as_array().map(Vec::len), Some(1), "{recorded}");
+    assert_eq!(recorded[0]["identifier"], attr(&entry, "id"));
 }

@@ -112,7 +112,7 @@ async fn dead_letters_can_be_counted_peeked_without_being_consumed_and_redriven_
         .as_array()
         .map(|q| q.iter().filter_map(|q| q["name"].as_str()).collect())
         .unwrap_or_default();
-    assert_eq!(names, ["sync", "notify", "import", "usage"]);
+    assert_eq!(names, ["sync", "notify", "import", "usage", "export", "purge"]);
     assert_eq!(count_of(&list.body, "sync"), Some(3), "{}", list.body);
     assert_eq!(count_of(&list.body, "notify"), Some(0), "{}", list.body);
 
@@ -177,7 +177,10 @@ async fn unknown_queues_bad_limits_and_callers_without_the_operator_key_are_refu
     let unknown = s.operator("GET", "/admin/v1/dead-letters/billing", None).await;
     unknown.assert_error(404, "unknown_queue");
     let message = unknown.body["error"]["message"].as_str().unwrap_or_default();
-    assert!(message.contains("sync, notify, import, usage"), "the message names the queues there are: {message}");
+    assert!(
+        message.contains("sync, notify, import, usage, export, purge"),
+        "the message names the queues there are: {message}"
+    );
     s.operator("POST", "/admin/v1/dead-letters/billing/redrive", None).await.assert_error(404, "unknown_queue");
 
     s.operator("GET", "/admin/v1/dead-letters/notify?limit=0", None).await.assert_error(400, "invalid_limit");

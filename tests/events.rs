@@ -34,6 +34,7 @@ async fn every_sample_event_is_served_by_its_function() {
             public_url: s.base.clone(),
             events: events.clone(),
             dead_letters: control::dead_letters::DeadLetters::new(aws_sdk_sqs::Client::new(&sdk), Vec::new()),
+            meter_table: "unused".into(),
         })
     };
     let data = || {

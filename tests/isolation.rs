@@ -10,6 +10,7 @@ struct World {
     b_user: Value,
     b_key_id: String,
     b_import: String,
+    b_export: String,
 }
 
 /// Every string of B's that must never reach A.
@@ -21,16 +22,18 @@ fn secrets_of_b(w: &World) -> Vec<String> {
         w.b_key_id.clone(),
         w.b_user["id"].as_str().unwrap_or_default().to_owned(),
         w.b_import.clone(),
+        w.b_export.clone(),
     ]
 }
 
 /// Fills the object ids; `{provider}` and `{link}` name no object of B's (a link is its own credential,
 /// tested with the Connect flow), so both requests get the same value there.
-fn fill(path: &str, (tenant, user, key, import): (&str, &str, &str, &str)) -> String {
+fn fill(path: &str, (tenant, user, key, import, export): (&str, &str, &str, &str, &str)) -> String {
     path.replace("{tenant_id}", tenant)
         .replace("{user_id}", user)
         .replace("{key_id}", key)
         .replace("{import_id}", import)
+        .replace("{export_id}", export)
         .replace("{provider}", "oura")
         .replace("{link}", "not-a-link")
         + query_for(path)
@@ -46,7 +49,7 @@ fn query_for(path: &str) -> &'static str {
 }
 
 fn names_an_object(path: &str) -> bool {
-    ["{tenant_id}", "{user_id}", "{key_id}", "{import_id}"].iter().any(|p| path.contains(p))
+    ["{tenant_id}", "{user_id}", "{key_id}", "{import_id}", "{export_id}"].iter().any(|p| path.contains(p))
 }
 
 /// A body that passes validation, so the request reaches the object lookup.
@@ -83,12 +86,28 @@ fn body_for(
             "plan": "pro", "success_url": "https://a.example/ok", "cancel_url": "https://a.example/no"
         })),
         ("POST", p) if p.ends_with("/billing/portal") => Some(json!({"return_url": "https://a.example/back"})),
+        ("PUT", "/v1/settings/accounts") => Some(json!({"deletion_grace_days": 7})),
         ("PUT", "/v1/settings/connect") => Some(json!({"allowed_return_urls": ["https://a.example/done"]})),
         ("PUT", "/v1/settings/auth") => Some(json!({
             "issuer": stack.issuer, "jwks_url": format!("{}/jwks.json", stack.issuer), "audience": a.audience
         })),
         _ => None,
     }
+}
+
+/// An export of B's user, run to the end (so nothing of B's moves while A probes).
+async fn finished_export(s: &TestStack, b: &TestTenant, user: &str) -> String {
+    let r = s.call("POST", &format!("/v1/users/{user}/export"), Auth::Bearer(&b.api_key), None).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let id = r.body["id"].as_str().unwrap_or_default().to_owned();
+    for _ in 0..120 {
+        let r = s.call("GET", &format!("/v1/exports/{id}"), Auth::Bearer(&b.api_key), None).await;
+        if r.body["status"] == "completed" {
+            return id;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    panic!("B's export did not complete");
 }
 
 async fn partition_of(s: &TestStack, tenant: &str) -> Vec<String> {
@@ -111,7 +130,8 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
         s.call("POST", &format!("/v1/users/{b_user_id}/imports/apple-health"), Auth::Bearer(&b.api_key), None).await;
     assert_eq!(import.status, 201, "{}", import.body);
     let b_import = import.body["id"].as_str().unwrap_or_default().to_owned();
-    let w = World { b: b.clone(), b_user: b_user.clone(), b_key_id: b_key_id.clone(), b_import };
+    let b_export = finished_export(&s, &b, b_user_id).await;
+    let w = World { b: b.clone(), b_user: b_user.clone(), b_key_id: b_key_id.clone(), b_import, b_export };
     let b_before = partition_of(&s, &b.id).await;
     assert!(b_before.len() >= 6, "B's world is there: {b_before:?}");
 
@@ -122,8 +142,15 @@ async fn tenant_a_can_never_read_change_or_learn_of_tenant_bs_objects_on_any_rou
         "usr_00000000000000000000000000",
         "key_00000000000000000000000000",
         "imp_00000000000000000000000000",
+        "exp_00000000000000000000000000",
     );
-    let b_ids = (b.id.as_str(), b_user["id"].as_str().unwrap_or_default(), b_key_id.as_str(), w.b_import.as_str());
+    let b_ids = (
+        b.id.as_str(),
+        b_user["id"].as_str().unwrap_or_default(),
+        b_key_id.as_str(),
+        w.b_import.as_str(),
+        w.b_export.as_str(),
+    );
     let b_external = b_user["external_id"].as_str().unwrap_or_default();
 
     let operations = shared::openapi::operations();

@@ -12,6 +12,8 @@ fn served(function: &str) -> BTreeSet<String> {
         "ConnectFunction" => connect::routes().served(),
         "WebhooksFunction" => webhooks::routes().served(),
         "BillingFunction" => billing::routes().served(),
+        "PurgeFunction" => purge::routes().served(),
+        "ExportFunction" => export::routes().served(),
         other => panic!("no router for {other}"),
     };
     routes.into_iter().map(|(m, p)| format!("{m} {p}")).collect()

@@ -32,6 +32,11 @@ pub enum Actor {
 }
 
 impl Actor {
+    /// A tenant API key.
+    pub fn key(id: &crate::ids::KeyId) -> Self {
+        Self::ApiKey { id: id.to_string() }
+    }
+
     pub fn of(principal: &Principal) -> Self {
         match principal {
             Principal::Operator => Self::Operator,
@@ -148,6 +153,15 @@ impl AuditStore {
         Ok(id)
     }
 
+    /// [`record`](Self::record) after the change it describes is made: a failure to record does not undo
+    /// the change, so it is logged with the whole entry (and the error) instead of failing the request.
+    pub async fn record_or_log(&self, tenant: &TenantId, entry: NewEntry) {
+        let (action, target) = (entry.action.clone(), entry.target.clone());
+        if let Err(e) = self.record(tenant, entry).await {
+            tracing::error!(tenant_id = %tenant, action = %action, target = ?target, error = ?e, "audit entry not recorded");
+        }
+    }
+
     /// A page of the log, newest first; the cursor is the last entry's sort key.
     pub async fn list(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<Value>, Option<String>), StoreError> {
         let mut query = self
@@ -210,4 +224,118 @@ impl AuditStore {
         }
         Ok(items.len())
     }
+}
+
+/// Where an audited route's target id comes from.
+#[derive(Debug, Clone, Copy)]
+pub enum Target {
+    None,
+    /// A path parameter, e.g. `key_id`.
+    Param(&'static str, &'static str),
+    /// A field of the JSON answer, e.g. the new key's `id`.
+    Answer(&'static str, &'static str),
+}
+
+/// What a successful call of one route records.
+#[derive(Debug, Clone, Copy)]
+pub struct Audited {
+    pub action: &'static str,
+    pub target: Target,
+    /// The path parameter naming the end user the call is about, if any.
+    pub user_param: Option<&'static str>,
+    /// Fields of the JSON answer copied into the details (never personal data: a status, a plan name).
+    pub details: &'static [&'static str],
+}
+
+impl Audited {
+    pub const fn new(action: &'static str, target: Target) -> Self {
+        Self { action, target, user_param: None, details: &[] }
+    }
+
+    pub const fn about(mut self, user_param: &'static str) -> Self {
+        self.user_param = Some(user_param);
+        self
+    }
+
+    pub const fn with(mut self, details: &'static [&'static str]) -> Self {
+        self.details = details;
+        self
+    }
+}
+
+/// Which route records what: `(method, route template)` to an entry; routes not listed record nothing.
+pub type AuditTable = fn(&axum::http::Method, &str) -> Option<Audited>;
+
+/// Route middleware (`Router::route_layer`): after a 2xx answer of a listed route, records who did it (the
+/// principal), the action, its target and details, in the acting tenant's log (for the operator: the tenant
+/// its path or answer names). The answer is passed on unchanged.
+pub async fn trail(
+    axum::extract::State((stores, table)): axum::extract::State<(crate::tenancy::Stores, AuditTable)>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::extract::FromRequestParts;
+    let (mut parts, body) = req.into_parts();
+    let route = parts.extensions.get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let audited = route.as_deref().and_then(|r| table(&parts.method, r));
+    let Some(audited) = audited else {
+        return next.run(axum::extract::Request::from_parts(parts, body)).await;
+    };
+    let principal = Principal::from_request_parts(&mut parts, &()).await.ok();
+    let params = axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(&mut parts, &())
+        .await
+        .map(|p| p.0)
+        .unwrap_or_default();
+    let response = next.run(axum::extract::Request::from_parts(parts, body)).await;
+    if !response.status().is_success() {
+        return response;
+    }
+    let (head, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1 << 20).await else {
+        tracing::error!(action = audited.action, "audited answer unreadable");
+        return axum::response::Response::from_parts(head, axum::body::Body::empty());
+    };
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let field = |f: &str| answer.get(f).and_then(|v| v.as_str().map(str::to_owned));
+    let (tenant, actor) = match &principal {
+        Some(p @ (Principal::Tenant { tenant_id, .. } | Principal::EndUser { tenant_id, .. })) => {
+            (Some(tenant_id.clone()), Actor::of(p))
+        }
+        Some(Principal::Operator) => {
+            let named = params.get("tenant_id").cloned().or_else(|| field("id"));
+            (named.and_then(|t| TenantId::parse(&t).ok()), Actor::Operator)
+        }
+        _ => (None, Actor::system("unknown")),
+    };
+    if let Some(tenant) = tenant {
+        let mut entry = NewEntry::new(actor, audited.action);
+        match audited.target {
+            Target::Param(kind, p) => {
+                if let Some(id) = params.get(p) {
+                    entry = entry.target(kind, id);
+                }
+            }
+            Target::Answer(kind, f) => {
+                if let Some(id) = field(f) {
+                    entry = entry.target(kind, id);
+                }
+            }
+            Target::None => {}
+        }
+        if let Some(user) = audited.user_param.and_then(|p| params.get(p)).and_then(|u| UserId::parse(u).ok()) {
+            entry = entry.about(&user);
+        }
+        let details: serde_json::Map<String, Value> =
+            audited.details.iter().filter_map(|f| Some(((*f).to_owned(), answer.get(*f)?.clone()))).collect();
+        if !details.is_empty() {
+            entry = entry.details(Value::Object(details));
+        }
+        match stores.tenant(&tenant).await {
+            Ok(store) => store.audit_store().record_or_log(&tenant, entry).await,
+            Err(e) => {
+                tracing::error!(tenant_id = %tenant, action = audited.action, error = ?e, "audit entry not recorded")
+            }
+        }
+    }
+    axum::response::Response::from_parts(head, axum::body::Body::from(bytes))
 }

@@ -40,6 +40,13 @@ pub struct Config {
     pub usage_queue_url: Option<String>,
     /// Usage report batches after their last receive (`USAGE_DEAD_LETTERS_URL`); the dead-letter API.
     pub usage_dead_letters_url: Option<String>,
+    /// Export jobs, and where they land after their last receive (`EXPORT_QUEUE_URL`,
+    /// `EXPORT_DEAD_LETTERS_URL`); the dead-letter API.
+    pub export_queue_url: Option<String>,
+    pub export_dead_letters_url: Option<String>,
+    /// Purge jobs, and their dead letters (`PURGE_QUEUE_URL`, `PURGE_DEAD_LETTERS_URL`); the dead-letter API.
+    pub purge_queue_url: Option<String>,
+    pub purge_dead_letters_url: Option<String>,
     /// Where sync jobs land after their last receive (`SYNC_DEAD_LETTERS_URL`); the operator's dead-letter API.
     pub sync_dead_letters_url: Option<String>,
     /// Where import messages land after their last receive (`IMPORT_DEAD_LETTERS_URL`); the same API.
@@ -78,11 +85,19 @@ impl Config {
             .collect();
         let usage_queue_url = get("USAGE_QUEUE_URL").filter(|v| !v.is_empty());
         let usage_dead_letters_url = get("USAGE_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let export_queue_url = get("EXPORT_QUEUE_URL").filter(|v| !v.is_empty());
+        let export_dead_letters_url = get("EXPORT_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
+        let purge_queue_url = get("PURGE_QUEUE_URL").filter(|v| !v.is_empty());
+        let purge_dead_letters_url = get("PURGE_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         let sync_dead_letters_url = get("SYNC_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         let import_dead_letters_url = get("IMPORT_DEAD_LETTERS_URL").filter(|v| !v.is_empty());
         Ok(Self {
             usage_queue_url,
             usage_dead_letters_url,
+            export_queue_url,
+            export_dead_letters_url,
+            purge_queue_url,
+            purge_dead_letters_url,
             sync_dead_letters_url,
             import_dead_letters_url,
             meter_table,

@@ -219,6 +219,11 @@ fn app_sk(p: ProviderId) -> String {
     format!("app#{p}")
 }
 
+/// The index of a user's connect sessions and OAuth states (gsi1), which their purge deletes.
+pub fn sessions_index(tenant: &TenantId, user: &UserId) -> String {
+    format!("{tenant}#sessions#{user}")
+}
+
 fn conn_sk(user: &UserId, p: ProviderId) -> String {
     format!("conn#{user}#{p}")
 }
@@ -402,6 +407,9 @@ impl ConnectStore {
             .item("pk", s(tenant.as_str()))
             .item("sk", s(format!("cs#{id}")))
             .item("user_id", s(user.as_str()))
+            // The user's purge finds their sessions here, without a scan.
+            .item("gsi1pk", s(sessions_index(tenant, user)))
+            .item("gsi1sk", s(format!("cs#{id}")))
             .item("return_url", s(return_url))
             .item("secret_hash", s(secret_hash(&secret)))
             .item("expires_at", s(&session.expires_at))
@@ -451,6 +459,8 @@ impl ConnectStore {
             .table_name(&self.table)
             .item("pk", s(tenant.as_str()))
             .item("sk", s(format!("oauth#{}", secret_hash(secret))))
+            .item("gsi1pk", s(sessions_index(tenant, &state.user_id)))
+            .item("gsi1sk", s(format!("oauth#{}", secret_hash(secret))))
             .item("session_id", s(&state.session_id))
             .item("user_id", s(state.user_id.as_str()))
             .item("provider", s(state.provider.as_str()))
@@ -844,10 +854,73 @@ impl ConnectStore {
         Ok(out.items().iter().map(Self::connection_from).collect::<anyhow::Result<_>>()?)
     }
 
-    /// Deletes the connection and its tokens; `NotFound` when there was none.
+    /// Deletes the connection and its tokens, and the lookup from the provider's user id when it still names
+    /// this user; `NotFound` when there was none.
     pub async fn delete_connection(&self, tenant: &TenantId, user: &UserId, p: ProviderId) -> Result<(), StoreError> {
-        let sk = conn_sk(user, p);
-        crate::dynamo::delete_existing(&self.client, &self.table, tenant.as_str(), &sk, "deleting a connection").await
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key("pk", s(tenant.as_str()))
+            .key("sk", s(conn_sk(user, p)))
+            .condition_expression("attribute_exists(pk)")
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        let old = match out {
+            Ok(out) => out.attributes.unwrap_or_default(),
+            Err(e) if conditional_failed(&e) => return Err(StoreError::NotFound),
+            Err(e) => return Err(unavailable("deleting a connection")(e)),
+        };
+        if let Some(pid) = get_s(&old, "provider_user_id") {
+            // Only while it still names this user (another user may have connected the same account since).
+            let out = self
+                .client
+                .delete_item()
+                .table_name(&self.table)
+                .key("pk", s(tenant.as_str()))
+                .key("sk", s(format!("puser#{p}#{pid}")))
+                .condition_expression("user_id = :u")
+                .expression_attribute_values(":u", s(user.as_str()))
+                .send()
+                .await;
+            match out {
+                Ok(_) => {}
+                Err(e) if conditional_failed(&e) => {}
+                Err(e) => return Err(unavailable("deleting a provider user id")(e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes the user's connections out of the scheduler's due index (`on = false`: the user was deleted), or
+    /// puts them back due now (`on = true`: restored; not those waiting for reauthorization, which stay out).
+    pub async fn set_scheduled(&self, tenant: &TenantId, user: &UserId, on: bool) -> Result<(), StoreError> {
+        for c in self.connections(tenant, user).await? {
+            let mut req = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .key("pk", s(tenant.as_str()))
+                .key("sk", s(conn_sk(user, c.provider)))
+                .condition_expression("attribute_exists(pk)");
+            if on {
+                if c.status == ConnectionStatus::NeedsReauthorization {
+                    continue;
+                }
+                req = req
+                    .update_expression("SET gsi1pk = :pk, gsi1sk = :sk")
+                    .expression_attribute_values(":pk", s(due_pk(tenant, user)))
+                    .expression_attribute_values(
+                        ":sk",
+                        s(due_sk(&crate::time::now_rfc3339(), tenant, user, c.provider)),
+                    );
+            } else {
+                req = req.update_expression("REMOVE gsi1pk, gsi1sk");
+            }
+            crate::dynamo::update_if(req, "scheduling a deleted user's connection").await?;
+        }
+        Ok(())
     }
 }
 

@@ -161,6 +161,18 @@ pub struct Outcome {
     pub next_attempt_at: Option<String>,
 }
 
+/// The index of the deliveries whose event is about one end user (gsi1).
+pub fn deliveries_index(tenant: &TenantId, user: &str) -> String {
+    format!("{tenant}#deliveries#{user}")
+}
+
+/// The end user an event body is about (`data.user_id`), if any.
+fn user_of_event(body: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let user = v.get("data")?.get("user_id")?.as_str()?;
+    crate::ids::UserId::parse(user).ok().map(|u| u.to_string())
+}
+
 fn delivery_sk(id: &str) -> String {
     format!("{DELIVERY_PREFIX}{id}")
 }
@@ -258,6 +270,10 @@ impl NotifyStore {
             .item("updated_at", s(&d.created_at));
         if let Some(at) = &d.next_attempt_at {
             req = req.item("next_attempt_at", s(at));
+        }
+        // A delivery about one end user is indexed by them, so their purge deletes it without a scan.
+        if let Some(user) = user_of_event(&d.body) {
+            req = req.item("gsi1pk", s(deliveries_index(tenant, &user))).item("gsi1sk", s(delivery_sk(&d.id)));
         }
         crate::dynamo::put_if_absent(req, "storing a webhook delivery").await
     }

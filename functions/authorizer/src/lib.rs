@@ -106,6 +106,13 @@ impl Authorizer {
         if tenant.status == Status::Disabled {
             return Principal::anonymous(403, "tenant_disabled", "this tenant is disabled; contact the operator");
         }
+        if tenant.status != Status::Active {
+            return Principal::anonymous(
+                403,
+                "tenant_offboarded",
+                "this tenant is being offboarded; its data is deleted",
+            );
+        }
         let stale = key
             .last_used_at
             .as_deref()
@@ -164,6 +171,10 @@ impl Authorizer {
         match self.store.create_user(&tenant_id, &external_id, None).await {
             Ok((user, _)) if user.status == Status::Active => Principal::EndUser { tenant_id, user_id: user.id },
             Ok(_) => Principal::anonymous(403, "user_disabled", "this user is disabled by the app"),
+            // A deleted user (waiting for the purge) keeps their external id: their tokens are refused.
+            Err(StoreError::Conflict(m)) if m.starts_with(shared::tenancy::DELETED_USER_CONFLICT) => {
+                Principal::anonymous(403, "user_deleted", "this user was deleted by the app")
+            }
             Err(e) => unavailable(e),
         }
     }

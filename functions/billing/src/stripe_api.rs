@@ -17,7 +17,7 @@ use stripe_billing::subscription::RetrieveSubscription;
 use stripe_checkout::checkout_session::{
     CreateCheckoutSession, CreateCheckoutSessionLineItems, CreateCheckoutSessionSubscriptionData,
 };
-use stripe_core::customer::CreateCustomer;
+use stripe_core::customer::{CreateCustomer, DeleteCustomer};
 
 /// Stripe's real API.
 pub const STRIPE_API: &str = "https://api.stripe.com/";
@@ -114,6 +114,16 @@ impl Stripe {
             .await
             .map_err(api_error)?;
         Ok(customer.id.to_string())
+    }
+
+    /// Deletes the customer (Stripe cancels their subscriptions with it); one already gone counts as deleted,
+    /// so a purge that is run again finishes.
+    pub async fn delete_customer(&self, customer: &str) -> Result<(), ApiError> {
+        match DeleteCustomer::new(customer).send(&self.client).await {
+            Ok(_) => Ok(()),
+            Err(StripeError::Stripe(_, 404)) => Ok(()),
+            Err(e) => Err(api_error(e)),
+        }
     }
 
     /// A Checkout Session for one recurring price: `(id, url)`.

@@ -185,7 +185,10 @@ async fn disconnect(
     let conn = conn.ok_or_else(|| ApiError::not_found("connection to this provider"))?;
     match app.vault.open(&token_context(tenant, user, p), &conn.tokens_sealed).await {
         Ok(bytes) => match serde_json::from_slice::<shared::connect::TokenSet>(bytes.expose_secret()) {
-            Ok(tokens) => revoke(app, store, tenant, p, &tokens, conn.provider_user_id.as_deref()).await,
+            Ok(tokens) => {
+                let provider_user = conn.provider_user_id.as_deref();
+                revoke(&app.http, &app.providers, &app.vault, store, tenant, p, &tokens, provider_user).await
+            }
             Err(_) => tracing::warn!(provider = %p, "stored tokens unreadable; deleting without revoking"),
         },
         Err(e) => tracing::warn!(provider = %p, error = %e, "could not open tokens; deleting without revoking"),
@@ -196,8 +199,13 @@ async fn disconnect(
     Ok(())
 }
 
-async fn revoke(
-    app: &AppState,
+/// Revokes the tokens at the provider where it has a way to (best effort: failures are logged, never
+/// returned, so disconnecting and purging go on). Also used by the purge of a deleted user.
+#[allow(clippy::too_many_arguments)]
+pub async fn revoke(
+    http: &reqwest::Client,
+    providers: &Overrides,
+    vault: &Vault,
     store: &ConnectStore,
     tenant: &TenantId,
     p: ProviderId,
@@ -205,19 +213,19 @@ async fn revoke(
     provider_user: Option<&str>,
 ) {
     let provider = p.provider();
-    let url = |real: &str| app.providers.url(p, &real.replace("{user_id}", provider_user.unwrap_or_default()));
+    let url = |real: &str| providers.url(p, &real.replace("{user_id}", provider_user.unwrap_or_default()));
     let request = match provider.revoke() {
         Revoke::None => return,
-        Revoke::QueryAccessToken(u) => app.http.post(url(u)).query(&[("access_token", tokens.access_token.as_str())]),
-        Revoke::BearerPost(u) => app.http.post(url(u)).bearer_auth(&tokens.access_token),
-        Revoke::BearerDelete(u) => app.http.delete(url(u)).bearer_auth(&tokens.access_token),
+        Revoke::QueryAccessToken(u) => http.post(url(u)).query(&[("access_token", tokens.access_token.as_str())]),
+        Revoke::BearerPost(u) => http.post(url(u)).bearer_auth(&tokens.access_token),
+        Revoke::BearerDelete(u) => http.delete(url(u)).bearer_auth(&tokens.access_token),
         Revoke::FormToken(u) => {
             let mut form = vec![("token", tokens.access_token.clone())];
-            if let Ok(Some(creds)) = store.open_app(&app.vault, tenant, p).await {
+            if let Ok(Some(creds)) = store.open_app(vault, tenant, p).await {
                 form.push(("client_id", creds.client_id));
                 form.push(("client_secret", creds.client_secret.expose_secret().to_owned()));
             }
-            app.http.post(url(u)).form(&form)
+            http.post(url(u)).form(&form)
         }
     };
     match request.timeout(std::time::Duration::from_secs(5)).send().await {

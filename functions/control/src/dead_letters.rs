@@ -46,6 +46,16 @@ const KNOWN: &[Known] = &[
         dead_letters: |c| c.usage_dead_letters_url.as_ref(),
         source: |c| c.usage_queue_url.as_ref(),
     },
+    Known {
+        name: "export",
+        dead_letters: |c| c.export_dead_letters_url.as_ref(),
+        source: |c| c.export_queue_url.as_ref(),
+    },
+    Known {
+        name: "purge",
+        dead_letters: |c| c.purge_dead_letters_url.as_ref(),
+        source: |c| c.purge_queue_url.as_ref(),
+    },
 ];
 
 /// How long a peeked message stays hidden if putting it back fails: short, so a failed peek heals itself.

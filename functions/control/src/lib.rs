@@ -1,6 +1,8 @@
 //! The control plane: the operator's tenant registry (`/admin/v1`), a tenant's API keys and settings
 //! (`/v1/api-keys`, `/v1/settings`), and the OpenAPI document.
 
+pub mod admin;
+pub mod audit_trail;
 pub mod dead_letters;
 pub mod meter_settings;
 pub mod provider_settings;
@@ -34,6 +36,8 @@ pub struct AppState {
     pub events: shared::events::Events,
     /// The stack's dead-letter queues, for the operator.
     pub dead_letters: dead_letters::DeadLetters,
+    /// The AI meter's table (`METER_TABLE`): the month's tokens in the admin view.
+    pub meter_table: String,
 }
 
 /// Every route this function serves.
@@ -79,11 +83,14 @@ pub fn routes() -> Routes<AppState> {
         .get("/admin/v1/dead-letters", dead_letters::list)
         .get("/admin/v1/dead-letters/{queue}", dead_letters::peek)
         .post("/admin/v1/dead-letters/{queue}/redrive", dead_letters::redrive)
+        .get("/v1/admin/stats", admin::stats)
+        .get("/v1/audit", admin::audit)
         .get("/openapi.json", openapi)
 }
 
 pub fn router(state: AppState) -> axum::Router {
-    routes().into_router(state)
+    let trail = (state.stores.clone(), audit_trail::table as shared::audit::AuditTable);
+    routes().into_router(state).route_layer(axum::middleware::from_fn_with_state(trail, shared::audit::trail))
 }
 
 #[derive(Deserialize)]

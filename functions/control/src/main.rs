@@ -18,6 +18,7 @@ async fn main() -> Result<(), lambda_http::Error> {
             config.notify_queue_url.clone().context("NOTIFY_QUEUE_URL is not set")?,
         ),
         dead_letters: control::dead_letters::DeadLetters::from_config(aws_sdk_sqs::Client::new(&aws), &config),
+        meter_table: config.meter_table.clone().context("METER_TABLE is not set")?,
     };
     lambda_http::run(control::router(state)).await
 }

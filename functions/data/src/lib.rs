@@ -52,7 +52,20 @@ pub fn routes() -> Routes<AppState> {
 }
 
 pub fn router(state: AppState) -> axum::Router {
-    routes().into_router(state)
+    let trail = (state.stores.clone(), audited as shared::audit::AuditTable);
+    routes().into_router(state).route_layer(axum::middleware::from_fn_with_state(trail, shared::audit::trail))
+}
+
+/// The changes to end users that the tenant's audit log records (data is not audited: it is the user's own).
+fn audited(method: &axum::http::Method, route: &str) -> Option<shared::audit::Audited> {
+    use shared::audit::{Audited, Target};
+    match (method.as_str(), route) {
+        ("POST", "/v1/users") => Some(Audited::new("user.created", Target::Answer("user", "id"))),
+        ("PATCH", "/v1/users/{user_id}") => {
+            Some(Audited::new("user.updated", Target::None).about("user_id").with(&["status"]))
+        }
+        _ => None,
+    }
 }
 
 #[derive(Deserialize)]
@@ -163,6 +176,12 @@ async fn patch_user(
         return Err(ApiError::bad_request(
             "invalid_body",
             "nothing to change: send `status` (active|disabled) and/or `email`",
+        ));
+    }
+    if body.status == Some(Status::Deleted) {
+        return Err(ApiError::bad_request(
+            "invalid_body",
+            "status must be active or disabled; DELETE /v1/users/{user_id} deletes a user",
         ));
     }
     let patch = UserPatch { status: body.status, email: body.email };

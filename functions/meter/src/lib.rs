@@ -161,7 +161,18 @@ pub fn routes() -> Routes<AppState> {
 /// Function URL).
 pub fn router(state: AppState) -> axum::Router {
     let authorizer = state.authorizer.clone();
-    routes().into_router(state).layer(axum::middleware::from_fn_with_state(authorizer, authenticate))
+    let trail = (state.stores.clone(), audited as shared::audit::AuditTable);
+    routes()
+        .into_router(state)
+        .route_layer(axum::middleware::from_fn_with_state(trail, shared::audit::trail))
+        .layer(axum::middleware::from_fn_with_state(authorizer, authenticate))
+}
+
+/// A user's plan changing is audited; calls and usage are not (they are the ledger).
+fn audited(method: &axum::http::Method, route: &str) -> Option<shared::audit::Audited> {
+    use shared::audit::{Audited, Target};
+    (method == axum::http::Method::PUT && route == "/v1/users/{user_id}/plan")
+        .then(|| Audited::new("user.plan_changed", Target::None).about("user_id").with(&["plan"]))
 }
 
 async fn authenticate(State(authorizer): State<Arc<Authorizer>>, mut req: Request, next: Next) -> Response {

@@ -18,6 +18,7 @@ use shared::events::{Event, Events};
 use shared::oauth::{self, ExchangeError};
 use shared::providers::Overrides;
 use shared::readers::{self, FetchCtx, FetchError};
+use shared::stats::Counter;
 use shared::sync::{SyncJob, SyncQueue, can_sync};
 use shared::tenancy::Stores;
 use shared::vault::{SecretContext, Vault};
@@ -121,6 +122,15 @@ impl Worker {
     async fn run(&self, job: &SyncJob) -> Result<(), Failure> {
         let unavailable = |e: &dyn std::fmt::Display| Failure::Retry { after: 30, why: e.to_string() };
         let tenancy = self.stores.tenant(&job.tenant_id).await.map_err(|e| unavailable(&e))?;
+        // A deleted user (waiting for its purge) is not synced; the purge removes the connection.
+        match tenancy.get_user(&job.tenant_id, &job.user_id).await {
+            Ok(_) => {}
+            Err(shared::tenancy::StoreError::NotFound) => {
+                tracing::info!("the user is deleted or gone; job dropped");
+                return Ok(());
+            }
+            Err(e) => return Err(unavailable(&e)),
+        }
         let store = tenancy.connect_store();
         let until = shared::time::format(shared::time::now() + time::Duration::seconds(LEASE_SECONDS));
         // A backfill chunk reads old days: nothing is coalesced into it (it leases zero recent days).
@@ -153,6 +163,16 @@ impl Worker {
         }
         if let Err(e) = store.finish_sync(&job.tenant_id, &job.user_id, job.provider, &job.job_id, status).await {
             tracing::warn!(error = ?e, "could not record the sync's outcome");
+        }
+        // The tenant's admin view counts attempts (a wait for another sync's lease is none).
+        let counter = match &outcome {
+            Ok(()) => Some(Counter::SyncOk),
+            Err(Failure::Retry { .. }) => Some(Counter::SyncRetried),
+            Err(Failure::Wait { .. }) => None,
+            Err(Failure::Drop(_) | Failure::Reauthorize(_)) => Some(Counter::SyncFailed),
+        };
+        if let Some(c) = counter {
+            tenancy.stats_store().count(&job.tenant_id, c).await;
         }
         shared::metrics::count(outcome_metric(&outcome), job.tenant_id.as_str(), 1);
         outcome

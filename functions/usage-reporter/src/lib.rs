@@ -31,8 +31,8 @@ use shared::vault::Vault;
 pub const CLAIM_SECS: i64 = 600;
 /// Overrides [`CLAIM_SECS`] (tests make it short).
 pub const CLAIM_SECS_VAR: &str = "USAGE_CLAIM_SECONDS";
-/// A tenant without Stripe keys is asked again this often.
-const NOT_CONFIGURED_RETRY_SECS: i64 = 3600;
+/// A tenant without Stripe keys is asked again after this many claim times (an hour by default).
+const NOT_CONFIGURED_CLAIMS: i64 = 6;
 /// Entries per queue message (one tenant's).
 const PER_MESSAGE: usize = 40;
 /// Entries read per index shard per sweep.
@@ -41,6 +41,11 @@ const SWEEP_LIMIT: i32 = 400;
 const CONCURRENCY: usize = 8;
 /// An entry this close to Stripe's 35 days is not sent: it could cross the line in flight.
 const WINDOW_MARGIN_SECS: i64 = 300;
+
+/// Which trigger an invocation came from: the queue's batch (`Records`) or the minute schedule.
+pub fn is_queue_batch(event: &serde_json::Value) -> bool {
+    event.get("Records").is_some()
+}
 
 /// One queue message: entries of one tenant.
 #[derive(Debug, Serialize, Deserialize)]
@@ -191,7 +196,7 @@ impl Reporter {
         }
         let billing = tenancy.billing_store();
         let Some(settings) = billing.stripe(tenant).await? else {
-            let until = shared::time::now().unix_timestamp() + NOT_CONFIGURED_RETRY_SECS;
+            let until = shared::time::now().unix_timestamp() + NOT_CONFIGURED_CLAIMS * self.claim_secs;
             for e in &entries {
                 meter.defer_report(e, until, "the tenant has no Stripe keys (PUT /v1/settings/stripe)").await?;
             }
@@ -245,5 +250,34 @@ impl Reporter {
             }
         }
         Ok(tally)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sample_events_are_a_schedule_tick_and_a_batch_of_one_tenants_entries() {
+        let tick: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/usage-reporter/tick.json")).unwrap_or_default();
+        assert!(!is_queue_batch(&tick));
+        let raw: serde_json::Value =
+            serde_json::from_str(include_str!("../../../events/usage-reporter/batch.json")).unwrap_or_default();
+        assert!(is_queue_batch(&raw));
+        let event: SqsEvent = serde_json::from_value(raw).unwrap_or_default();
+        let body = event.records.first().and_then(|r| r.body.as_deref()).unwrap_or_default();
+        let batch: Batch = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        assert_eq!(batch.entries.len(), 1);
+        assert_eq!(batch.entries[0].id, "led_01jdzz0000000000000000000f");
+        assert_eq!(batch.entries[0].tenant_id, batch.tenant_id);
+    }
+
+    #[test]
+    fn the_claim_time_comes_from_the_environment_when_it_is_a_positive_number() {
+        assert_eq!(claim_secs(|_| None), CLAIM_SECS);
+        assert_eq!(claim_secs(|_| Some("5".into())), 5);
+        assert_eq!(claim_secs(|_| Some("0".into())), CLAIM_SECS);
+        assert_eq!(claim_secs(|_| Some("soon".into())), CLAIM_SECS);
     }
 }

@@ -26,7 +26,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         claim_secs: usage_reporter::claim_secs(|k| std::env::var(k).ok()),
     };
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        if event.payload.get("Records").is_some() {
+        if usage_reporter::is_queue_batch(&event.payload) {
             let batch: SqsEvent = serde_json::from_value(event.payload)?;
             Ok::<_, lambda_runtime::Error>(serde_json::to_value(reporter.handle(batch).await)?)
         } else {

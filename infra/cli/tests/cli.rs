@@ -191,7 +191,7 @@ async fn an_operator_counts_peeks_at_and_redrives_dead_letters() {
     let unknown = operator(&s, &["dead-letters", "show", "billing"]).await;
     assert_eq!(unknown.code, 1, "{unknown:?}");
     assert!(unknown.stderr.starts_with("error: unknown_queue (404): "), "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("sync, notify, import, usage"), "{}", unknown.stderr);
+    assert!(unknown.stderr.contains("sync, notify, import, usage, export, purge"), "{}", unknown.stderr);
     assert!(unknown.stderr.contains("request id: "), "{}", unknown.stderr);
 }
 

@@ -79,6 +79,7 @@ impl Stack {
             public_url: public_url(&control)?,
             events: events(&control)?,
             dead_letters: control::dead_letters::DeadLetters::from_config(sqs.clone(), &control),
+            meter_table: control.meter_table.clone().context("METER_TABLE")?,
         };
         let queue = |c: &shared::Config| -> anyhow::Result<shared::sync::SyncQueue> {
             Ok(shared::sync::SyncQueue::new(sqs.clone(), c.sync_queue_url.clone().context("SYNC_QUEUE_URL")?))
@@ -195,16 +196,50 @@ impl Stack {
             let reporter = reporter.clone();
             Box::pin(async move { Ok(reporter.handle(event).await) })
         });
+        // The purge reads PURGE_QUEUE_URL and EXPORT_BUCKET beside the common configuration.
+        let purge_vars =
+            provisioned.environment(template.function("PurgeFunction").context("template has no PurgeFunction")?)?;
+        let purge_lookup = |k: &str| purge_vars.get(k).or_else(|| options.extra_env.get(k)).cloned();
+        let purger = Arc::new(purge::Purger::new(
+            &shared::Config::from_lookup(purge_lookup)?,
+            &sdk,
+            purge::Settings::from_lookup(purge_lookup)?,
+        )?);
+        let purge_router = purge::router(purge::AppState { stores: purger.stores.clone() });
+        let purge_sweep: workers::TickHandler = {
+            let purger = purger.clone();
+            Arc::new(move || {
+                let purger = purger.clone();
+                Box::pin(async move { purger.sweep().await.map(|_| ()) })
+            })
+        };
+        let purge_handler: workers::QueueHandler = Arc::new(move |event| {
+            let purger = purger.clone();
+            Box::pin(async move { Ok(purger.handle(event).await) })
+        });
+        let export_fn = template.function("ExportFunction").context("template has no ExportFunction")?;
+        let export_env = provisioned.environment(export_fn)?;
+        let exporter =
+            export::Exporter::from_lookup(|k| export_env.get(k).or_else(|| options.extra_env.get(k)).cloned(), &sdk)?;
+        let export_router = export::router(exporter.clone());
+        let exporter = Arc::new(exporter);
+        let export_handler: workers::QueueHandler = Arc::new(move |event| {
+            let exporter = exporter.clone();
+            Box::pin(async move { Ok(exporter.handle(event).await) })
+        });
         let workers = workers::Workers {
             queues: HashMap::from([
                 ("SyncWorkerFunction".to_owned(), sync_handler),
                 ("NotifierFunction".to_owned(), notify_handler),
                 ("HealthImportFunction".to_owned(), import_handler),
                 ("UsageReporterFunction".to_owned(), usage_handler),
+                ("PurgeFunction".to_owned(), purge_handler),
+                ("ExportFunction".to_owned(), export_handler),
             ]),
             ticks: HashMap::from([
                 ("SyncSchedulerFunction".to_owned(), tick),
                 ("UsageReporterFunction".to_owned(), usage_sweep),
+                ("PurgeFunction".to_owned(), purge_sweep),
             ]),
         };
         let functions = HashMap::from([
@@ -221,6 +256,8 @@ impl Stack {
             ("ConnectFunction".to_owned(), connect::router(connect_state)),
             ("WebhooksFunction".to_owned(), webhooks::router(webhooks_state)),
             ("BillingFunction".to_owned(), billing_router),
+            ("PurgeFunction".to_owned(), purge_router),
+            ("ExportFunction".to_owned(), export_router),
         ]);
         let authorizer = Arc::new(authorizer);
         let metering = env_of("MeterFunction")?;

@@ -133,6 +133,14 @@ impl PendingReport {
 }
 
 impl MeterStore {
+    /// An UpdateItem of one ledger entry.
+    fn update_entry(
+        &self,
+        r: &PendingReport,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client().update_item().table_name(self.table()).key("pk", s(r.pk())).key("sk", s(&r.sk))
+    }
+
     /// Entries of one index shard due at `now`, oldest due first; at most `limit`.
     pub async fn due_reports(&self, shard: u32, now: i64, limit: i32) -> Result<Vec<PendingReport>, StoreError> {
         let out = self
@@ -158,11 +166,7 @@ impl MeterStore {
     /// Moves a pending entry's next due time to `until`, if no one else did since it was read.
     pub async fn claim_report(&self, r: &PendingReport, until: i64) -> Result<bool, StoreError> {
         let out = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(r.pk()))
-            .key("sk", s(&r.sk))
+            .update_entry(r)
             .update_expression("SET rdue = :until")
             .condition_expression("rdue = :due")
             .expression_attribute_values(":until", AttributeValue::N(until.to_string()))
@@ -231,11 +235,7 @@ impl MeterStore {
         error: Option<&str>,
     ) -> Result<(), StoreError> {
         let mut update = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(r.pk()))
-            .key("sk", s(&r.sk))
+            .update_entry(r)
             .condition_expression("attribute_exists(pk)")
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":at", s(crate::time::now_rfc3339()));
@@ -256,11 +256,7 @@ impl MeterStore {
     /// Keeps an entry pending until `until` (a passing failure), with the reason.
     pub async fn defer_report(&self, r: &PendingReport, until: i64, reason: &str) -> Result<(), StoreError> {
         let out = self
-            .client()
-            .update_item()
-            .table_name(self.table())
-            .key("pk", s(r.pk()))
-            .key("sk", s(&r.sk))
+            .update_entry(r)
             .condition_expression("attribute_exists(rpk)")
             .update_expression("SET rdue = :until, report_error = :e")
             .expression_attribute_values(":until", AttributeValue::N(until.to_string()))

@@ -420,6 +420,10 @@ impl PlanStore {
         .await?
         .ok_or(StoreError::NotFound)?;
         let status = get_s(&item, "status").and_then(Status::parse).unwrap_or(Status::Active);
+        // A deleted user waiting for its purge is absent here too.
+        if status == Status::Deleted {
+            return Err(StoreError::NotFound);
+        }
         Ok((status, get_s(&item, "plan").and_then(|p| PlanName::parse(p).ok())))
     }
 

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Email, ExternalId, KeyId, TenantId, UserId};
 
-pub use store::{StoreError, TenancyStore};
+pub use store::{DELETED_USER_CONFLICT, StoreError, TenancyStore};
 
 use std::sync::Arc;
 
@@ -55,6 +55,9 @@ impl Stores {
 pub enum Status {
     Active,
     Disabled,
+    /// Deleted and waiting for its purge (a user in its grace period, a tenant being offboarded): invisible
+    /// to every API as if absent, refused by the authorizer; only `POST /v1/users/{id}/restore` sees it.
+    Deleted,
 }
 
 impl Status {
@@ -62,6 +65,7 @@ impl Status {
         match self {
             Self::Active => "active",
             Self::Disabled => "disabled",
+            Self::Deleted => "deleted",
         }
     }
 
@@ -69,6 +73,7 @@ impl Status {
         match s {
             "active" => Some(Self::Active),
             "disabled" => Some(Self::Disabled),
+            "deleted" => Some(Self::Deleted),
             _ => None,
         }
     }

@@ -56,6 +56,9 @@ fn transaction_cancelled<R>(e: &SdkError<TransactWriteItemsError, R>) -> bool {
     e.as_service_error().is_some_and(|e| e.is_transaction_canceled_exception())
 }
 
+/// How a conflict over a deleted user's external id begins (the authorizer refuses their tokens by it).
+pub const DELETED_USER_CONFLICT: &str = "the user with this external id";
+
 const TENANT_SK: &str = "tenant";
 const AUTH_SK: &str = "auth";
 const TENANTS_GSI: &str = "tenants";
@@ -276,8 +279,10 @@ impl TenancyStore {
             .key("pk", s(id.as_str()))
             .key("sk", s(TENANT_SK))
             .update_expression("SET #st = :st, updated_at = :now")
-            .condition_expression("attribute_exists(pk)")
+            // A tenant being offboarded is never enabled (or disabled) again.
+            .condition_expression("attribute_exists(pk) AND #st <> :deleted")
             .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":deleted", s(Status::Deleted.as_str()))
             .expression_attribute_values(":st", s(status.as_str()))
             .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
             .return_values(ReturnValue::AllNew)
@@ -459,6 +464,7 @@ impl TenancyStore {
         if let Some(existing) = self.user_by_external_id(tenant, external_id).await? {
             return Ok((existing, false));
         }
+        self.refuse_deleted_external_id(tenant, external_id).await?;
         let now = crate::time::now_rfc3339();
         let user = User {
             id: UserId::generate(),
@@ -525,14 +531,82 @@ impl TenancyStore {
         }
     }
 
+    /// The user; a deleted user (waiting for its purge) is `NotFound`, as if already gone.
     pub async fn get_user(&self, tenant: &TenantId, id: &UserId) -> Result<User, StoreError> {
+        let user = self.get_user_even_deleted(tenant, id).await?;
+        if user.status == Status::Deleted {
+            return Err(StoreError::NotFound);
+        }
+        Ok(user)
+    }
+
+    /// The user whatever its status, deleted too (restore and purge need it).
+    pub async fn get_user_even_deleted(&self, tenant: &TenantId, id: &UserId) -> Result<User, StoreError> {
         let item = get_consistent(&self.client, &self.table, tenant.as_str(), &user_sk(id), "reading a user").await?;
         Ok(user_from(item.as_ref().ok_or(StoreError::NotFound)?)?)
     }
 
+    /// Counts the tenant's items under a key prefix (`user#`, `conn#`, ...) by the values of `fields` (absent
+    /// values count as ""): a query of the tenant's partition reading only those fields, for aggregate views.
+    pub async fn tally(
+        &self,
+        tenant: &TenantId,
+        prefix: &str,
+        fields: &[&str],
+    ) -> Result<std::collections::BTreeMap<Vec<String>, u64>, StoreError> {
+        let names: Vec<String> = (0..fields.len()).map(|i| format!("#f{i}")).collect();
+        let mut query = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :p)")
+            .expression_attribute_values(":pk", s(tenant.as_str()))
+            .expression_attribute_values(":p", s(prefix))
+            .projection_expression(names.join(", "));
+        for (name, field) in names.iter().zip(fields) {
+            query = query.expression_attribute_names(name, *field);
+        }
+        let items = crate::dynamo::query_all(query, "counting items").await?;
+        let mut counts = std::collections::BTreeMap::new();
+        for item in &items {
+            let key: Vec<String> = fields.iter().map(|f| get_s(item, f).unwrap_or_default().to_owned()).collect();
+            *counts.entry(key).or_default() += 1;
+        }
+        Ok(counts)
+    }
+
+    /// The tenant's daily activity counters on the same table and credentials.
+    pub fn stats_store(&self) -> crate::stats::StatsStore {
+        crate::stats::StatsStore::new(self.client.clone(), &self.table)
+    }
+
+    /// An external id whose user is deleted but not yet purged cannot be given to a new user (its marker
+    /// still names the deleted one): 409 saying so.
+    async fn refuse_deleted_external_id(&self, tenant: &TenantId, external_id: &ExternalId) -> Result<(), StoreError> {
+        let sk = ext_sk(external_id);
+        let marker = get_consistent(&self.client, &self.table, tenant.as_str(), &sk, "reading an external id").await?;
+        let Some(user_id) = marker.as_ref().and_then(|i| get_s(i, "user_id")) else { return Ok(()) };
+        let user_id = UserId::parse(user_id).context("stored external id marker")?;
+        match self.get_user_even_deleted(tenant, &user_id).await {
+            Ok(u) if u.status == Status::Deleted => Err(StoreError::Conflict(format!(
+                "{DELETED_USER_CONFLICT} ({user_id}) was deleted and waits for its purge; restore it with \
+                 POST /v1/users/{user_id}/restore, or use the external id again once it is purged"
+            ))),
+            Ok(_) | Err(StoreError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Users, deleted ones left out (a page may hold fewer than `limit`; follow `next_cursor`).
     pub async fn list_users(&self, tenant: &TenantId, page: &Page) -> Result<(Vec<User>, Option<String>), StoreError> {
         let (items, next) = self.query_prefix(tenant, "user#", page).await?;
-        Ok((items.iter().map(user_from).collect::<anyhow::Result<_>>()?, next))
+        let users: Vec<User> = items.iter().map(user_from).collect::<anyhow::Result<_>>()?;
+        Ok((users.into_iter().filter(|u| u.status != Status::Deleted).collect(), next))
+    }
+
+    /// Deletions, restores, purges and offboarding on the same table and credentials.
+    pub fn deletion_store(&self) -> crate::deletion::DeletionStore {
+        crate::deletion::DeletionStore::new(self.client.clone(), &self.table)
     }
 
     pub async fn update_user(&self, tenant: &TenantId, id: &UserId, patch: UserPatch) -> Result<User, StoreError> {
@@ -544,12 +618,15 @@ impl TenancyStore {
             .table_name(&self.table)
             .key("pk", s(tenant.as_str()))
             .key("sk", s(user_sk(id)))
-            .condition_expression("attribute_exists(pk)")
+            // A deleted user is absent to a patch too.
+            .condition_expression("attribute_exists(pk) AND #st <> :deleted")
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":deleted", s(Status::Deleted.as_str()))
             .expression_attribute_values(":now", s(crate::time::now_rfc3339()))
             .return_values(ReturnValue::AllNew);
         if let Some(status) = patch.status {
             set.push("#st = :st");
-            q = q.expression_attribute_names("#st", "status").expression_attribute_values(":st", s(status.as_str()));
+            q = q.expression_attribute_values(":st", s(status.as_str()));
         }
         match patch.email {
             Some(Some(email)) => {
