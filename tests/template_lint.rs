@@ -6,6 +6,8 @@
 //!   that is what catches a misspelt IAM action or a circular dependency through a generated `<Function>Role`.
 //! - The facts the build and the local stack rely on: arm64 / provided.al2023, a cargo-lambda build of a crate
 //!   in functions/, per-function environment variables, and only the short-form tags the local stack parses.
+//! - Alarms: every `*DeadLetters` queue and every function has its CloudWatch alarm, and every alarm notifies
+//!   AlarmTopic, so a new queue or function without one fails here.
 //!
 //! cfn-lint exit status is a bit set: 2 error, 4 warning, 8 informational. Errors and warnings fail a test;
 //! informational findings alone do not.
@@ -249,16 +251,182 @@ fn irregular_nodes(value: &Value, path: &str, found: &mut Vec<String>) {
     }
 }
 
+/// Resource types the local stack creates or reads (infra/local/src/provision.rs, gateway.rs, template.rs): it
+/// ignores `Condition`, so none of these may carry one.
+const LOCALLY_CREATED: [&str; 7] = [
+    "AWS::DynamoDB::Table",
+    "AWS::SQS::Queue",
+    "AWS::S3::Bucket",
+    "AWS::KMS::Key",
+    "AWS::KMS::Alias",
+    "AWS::Serverless::Function",
+    "AWS::Serverless::HttpApi",
+];
+
+/// What is wrong with the template's Conditions: tags other than !Equals, !Not and !Ref in them, and a
+/// Condition on a resource the local stack creates (it would create it whatever the condition says).
+fn irregular_conditions(template: &Value) -> Vec<String> {
+    fn walk(value: &Value, path: &str, found: &mut Vec<String>) {
+        match value {
+            Value::Tagged(tagged) => {
+                if !matches!(tagged.tag.to_string().trim_start_matches('!'), "Equals" | "Not" | "Ref") {
+                    found.push(format!("{path}: {}", tagged.tag));
+                }
+                walk(&tagged.value, path, found);
+            }
+            Value::Sequence(items) => items.iter().for_each(|item| walk(item, path, found)),
+            Value::Mapping(mapping) => mapping.values().for_each(|child| walk(child, path, found)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    for (name, condition) in template.get("Conditions").and_then(Value::as_mapping).into_iter().flatten() {
+        walk(condition, &format!("Conditions.{}", name.as_str().unwrap_or("?")), &mut found);
+    }
+    for (id, resource) in resources(template) {
+        let kind = resource.get("Type").and_then(Value::as_str).unwrap_or_default();
+        if resource.get("Condition").is_some() && LOCALLY_CREATED.contains(&kind) {
+            found.push(format!("{id}: a Condition on a {kind}, which the local stack creates regardless"));
+        }
+    }
+    found
+}
+
 #[test]
 fn the_template_uses_only_the_short_form_tags_the_local_stack_reads() {
     let template = template();
-    assert!(template.get("Conditions").is_none(), "template.yaml must not declare Conditions");
-    let mut found = Vec::new();
-    irregular_nodes(&template, "", &mut found);
+    let mut found = irregular_conditions(&template);
+    let mut rest = template.clone();
+    if let Some(mapping) = rest.as_mapping_mut() {
+        mapping.remove("Conditions");
+    }
+    irregular_nodes(&rest, "", &mut found);
     assert!(
         found.is_empty(),
         "use only !Ref X, !GetAtt X.Arn and !Sub \"...\" (string form), no long-form Fn:: \
-         functions and no conditions; found:\n{}",
+         functions, and conditions (!Equals, !Not) only on resources the local stack does not create; found:\n{}",
         found.join("\n")
+    );
+}
+
+#[test]
+fn a_condition_on_a_resource_the_local_stack_creates_is_refused() {
+    let mut template = template();
+    assert!(irregular_conditions(&template).is_empty(), "{:?}", irregular_conditions(&template));
+    let queue = template.get_mut("Resources").and_then(|r| r.get_mut("SyncQueue")).and_then(Value::as_mapping_mut);
+    queue.expect("template.yaml has SyncQueue").insert("Condition".into(), "HasAlarmEmail".into());
+    let found = irregular_conditions(&template);
+    assert!(found.iter().any(|f| f.starts_with("SyncQueue:")), "{found:?}");
+}
+
+/// The alarm a resource needs, as (alarm namespace, metric, dimension name, dimension value).
+fn required_alarms(template: &Value) -> Vec<(String, &'static str, &'static str, &'static str, String)> {
+    let mut required = Vec::new();
+    for (id, resource) in resources(template) {
+        let kind = resource.get("Type").and_then(Value::as_str);
+        if kind == Some("AWS::SQS::Queue") && id.ends_with("DeadLetters") {
+            let value = format!("!GetAtt {id}.QueueName");
+            required.push((id.clone(), "AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", value));
+        }
+    }
+    for (id, _) in functions(template) {
+        for metric in ["Errors", "Throttles"] {
+            required.push((id.clone(), "AWS/Lambda", metric, "FunctionName", format!("!Ref {id}")));
+        }
+    }
+    required
+}
+
+/// `!Ref X` / `!GetAtt X.Y` as text, to compare alarm dimensions and actions with what they must name.
+fn expression_text(value: &Value) -> String {
+    match value {
+        Value::Tagged(tagged) => {
+            format!("!{} {}", tagged.tag.to_string().trim_start_matches('!'), expression_text(&tagged.value))
+        }
+        Value::String(text) => text.clone(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Every dead-letter queue and every function without its alarm, and every alarm that does not notify
+/// AlarmTopic on both ALARM and OK.
+fn missing_alarms(template: &Value) -> Vec<String> {
+    let alarms: Vec<(String, &Value)> = resources(template)
+        .into_iter()
+        .filter(|(_, r)| r.get("Type").and_then(Value::as_str) == Some("AWS::CloudWatch::Alarm"))
+        .filter_map(|(id, r)| Some((id, r.get("Properties")?)))
+        .collect();
+    let mut missing = Vec::new();
+    for (alarm, properties) in &alarms {
+        for actions in ["AlarmActions", "OKActions"] {
+            let named: Vec<String> = properties
+                .get(actions)
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .map(expression_text)
+                .collect();
+            if named != ["!Ref AlarmTopic"] {
+                missing.push(format!("{alarm}: {actions} must be [!Ref AlarmTopic], is {named:?}"));
+            }
+        }
+    }
+    for (id, namespace, metric, dimension, value) in required_alarms(template) {
+        let found = alarms.iter().any(|(_, p)| {
+            p.get("Namespace").and_then(Value::as_str) == Some(namespace)
+                && p.get("MetricName").and_then(Value::as_str) == Some(metric)
+                && p.get("Dimensions").and_then(Value::as_sequence).is_some_and(|dimensions| {
+                    dimensions.iter().any(|d| {
+                        d.get("Name").and_then(Value::as_str) == Some(dimension)
+                            && d.get("Value").map(expression_text).as_deref() == Some(value.as_str())
+                    })
+                })
+        });
+        if !found {
+            missing.push(format!("{id}: no alarm on {namespace} {metric} with {dimension} = {value}"));
+        }
+    }
+    missing
+}
+
+#[test]
+fn every_dead_letter_queue_and_every_function_has_an_alarm_that_notifies_the_alarm_topic() {
+    let template = template();
+    let missing = missing_alarms(&template);
+    assert!(
+        missing.is_empty(),
+        "add the missing alarms to template.yaml (copy a block under \"Alarms\"; docs/deploy.md):\n{}",
+        missing.join("\n")
+    );
+    let required = required_alarms(&template);
+    let queues = required.iter().filter(|r| r.2 == "ApproximateNumberOfMessagesVisible").count();
+    assert!(queues >= 4, "expected at least the four dead-letter queues, found {queues}");
+    let topic = template.get("Resources").and_then(|r| r.get("AlarmTopic")).and_then(|t| t.get("Type"));
+    assert_eq!(topic.and_then(Value::as_str), Some("AWS::SNS::Topic"));
+    let output = template.get("Outputs").and_then(|o| o.get("AlarmTopicArn")).and_then(|o| o.get("Value"));
+    assert_eq!(output.map(expression_text).as_deref(), Some("!Ref AlarmTopic"));
+}
+
+#[test]
+fn a_new_dead_letter_queue_or_function_without_an_alarm_is_found() {
+    let mut template = template();
+    let resources = template.get_mut("Resources").and_then(Value::as_mapping_mut).expect("Resources mapping");
+    let queue = resources.get("SyncDeadLetters").cloned().expect("template.yaml has SyncDeadLetters");
+    resources.insert("ExampleDeadLetters".into(), queue);
+    let function = resources.get("SyncWorkerFunction").cloned().expect("template.yaml has SyncWorkerFunction");
+    resources.insert("ExampleFunction".into(), function);
+    resources
+        .get_mut("SyncDeadLettersAlarm")
+        .and_then(Value::as_mapping_mut)
+        .and_then(|alarm| alarm.get_mut("Properties").and_then(Value::as_mapping_mut).map(|p| p.remove("OKActions")));
+    let missing = missing_alarms(&template);
+    assert_eq!(
+        missing,
+        [
+            "SyncDeadLettersAlarm: OKActions must be [!Ref AlarmTopic], is []",
+            "ExampleDeadLetters: no alarm on AWS/SQS ApproximateNumberOfMessagesVisible with QueueName = !GetAtt ExampleDeadLetters.QueueName",
+            "ExampleFunction: no alarm on AWS/Lambda Errors with FunctionName = !Ref ExampleFunction",
+            "ExampleFunction: no alarm on AWS/Lambda Throttles with FunctionName = !Ref ExampleFunction",
+        ]
     );
 }

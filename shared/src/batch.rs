@@ -8,14 +8,21 @@ use anyhow::Context;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 
-/// Runs `one` on each message; `one` answers true when its message must come back.
+/// Runs `one` on each message; `one` answers true when its message must come back. Each runs in a `message`
+/// span whose `request_id` is the SQS message id; `one` names the tenant once it knows it
+/// (`shared::telemetry::record_tenant`), so every log line of a message carries both.
 pub async fn partial<'a, F, Fut>(event: &'a SqsEvent, one: F) -> SqsBatchResponse
 where
     F: Fn(&'a SqsMessage) -> Fut,
     Fut: Future<Output = bool>,
 {
+    use tracing::Instrument;
     let mut response = SqsBatchResponse::default();
-    let results = futures::future::join_all(event.records.iter().map(one)).await;
+    let runs = event.records.iter().map(|message| {
+        let id = message.message_id.as_deref().unwrap_or_default();
+        one(message).instrument(tracing::info_span!("message", request_id = %id, tenant_id = tracing::field::Empty))
+    });
+    let results = futures::future::join_all(runs).await;
     for (message, retry) in event.records.iter().zip(results) {
         if retry && let Some(id) = &message.message_id {
             response.add_failure(id.clone());
@@ -63,4 +70,43 @@ pub async fn send_many(
         anyhow::ensure!(pending.is_empty(), "SQS refused {} {what} three times", pending.len());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::telemetry::tests::Lines;
+
+    #[tokio::test]
+    async fn every_log_line_of_a_message_carries_the_message_id_and_the_tenant_once_known() {
+        let event: SqsEvent = serde_json::from_value(serde_json::json!({"Records": [
+            {"messageId": "msg-a", "body": "{\"tenant_id\": \"ten_a\"}"},
+            {"messageId": "msg-b", "body": "{\"tenant_id\": \"ten_b\"}"},
+        ]}))
+        .expect("an SQS event");
+        let lines = Lines::default();
+        let subscriber = crate::telemetry::json_subscriber(tracing_subscriber::EnvFilter::new("info"), lines.clone());
+        let _logs = tracing::subscriber::set_default(subscriber.finish());
+
+        let response = partial(&event, |message| async move {
+            let body: serde_json::Value =
+                serde_json::from_str(message.body.as_deref().unwrap_or("{}")).unwrap_or_default();
+            crate::telemetry::record_tenant(&body["tenant_id"].as_str().unwrap_or_default());
+            tracing::info!("working");
+            tokio::task::yield_now().await;
+            tracing::info!("done");
+            message.message_id.as_deref() == Some("msg-b")
+        })
+        .await;
+
+        let failed: Vec<_> = response.batch_item_failures.iter().map(|f| f.item_identifier.as_str()).collect();
+        assert_eq!(failed, ["msg-b"]);
+        let logged = lines.parsed();
+        assert_eq!(logged.len(), 4, "{logged:?}");
+        for line in &logged {
+            let tenant = line["request_id"].as_str().map(|id| id.replace("msg-", "ten_"));
+            assert_eq!(line["tenant_id"].as_str(), tenant.as_deref(), "{line}");
+            assert_eq!(line["span"], "message", "{line}");
+        }
+    }
 }

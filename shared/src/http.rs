@@ -252,15 +252,21 @@ pub fn list_body<T: serde::Serialize>(data: Vec<T>, next: Option<String>) -> ser
     serde_json::json!({"data": data, "next_cursor": next.as_deref().map(encode_cursor)})
 }
 
-/// Gives every request an id (API Gateway's, or a new one), logs it in a span, and puts it on error
-/// bodies and the `x-request-id` header.
+/// Gives every request an id (API Gateway's, or a new one), logs it in a span with the tenant (every log line
+/// of the request carries both), puts it on error bodies and the `x-request-id` header, and records the
+/// request's metrics (`shared::metrics::http_request`).
 pub async fn request_id_layer(req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
     let (parts, body) = req.into_parts();
     let id = request_id_of(&parts).unwrap_or_else(|| ulid::Ulid::new().to_string());
-    let tenant = authorizer_context(&parts)
-        .map(Principal::from_context)
-        .and_then(|p| p.tenant_id().map(ToString::to_string))
-        .unwrap_or_default();
+    // A function behind a Function URL (the meter) authenticates in-process and leaves the principal here.
+    let tenant = match parts.extensions.get::<Principal>() {
+        Some(principal) => principal.tenant_id().map(ToString::to_string),
+        None => {
+            authorizer_context(&parts).map(Principal::from_context).and_then(|p| p.tenant_id().map(ToString::to_string))
+        }
+    }
+    .unwrap_or_default();
     // The route's template, never the raw path: a Connect link carries its secret in the path.
     let route = parts.extensions.get::<axum::extract::MatchedPath>().map_or("unmatched", |m| m.as_str()).to_owned();
     let span =
@@ -270,6 +276,7 @@ pub async fn request_id_layer(req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", v);
     }
+    crate::metrics::http_request(&tenant, &route, response.status().as_u16(), started.elapsed().as_secs_f64() * 1e3);
     response
 }
 
@@ -341,6 +348,8 @@ pub fn created(body: impl serde::Serialize) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telemetry::tests::Lines;
+    use tower::ServiceExt;
 
     #[test]
     fn a_cursor_round_trips_and_garbage_is_refused() {
@@ -349,5 +358,54 @@ mod tests {
         assert!(PageParams { limit: None, cursor: Some("%%%".into()) }.page().is_err());
         assert!(PageParams { limit: Some(0), cursor: None }.page().is_err());
         assert!(PageParams { limit: Some(101), cursor: None }.page().is_err());
+    }
+
+    /// A request as API Gateway hands it over after the authorizer allowed a tenant key.
+    fn tenant_request(uri: &str, tenant: &str) -> Request {
+        let context = serde_json::json!({
+            "routeKey": "GET /v1/things/{id}", "accountId": "123456789012", "apiId": "local", "stage": "$default",
+            "requestId": "req-log-test", "domainName": "127.0.0.1", "timeEpoch": 0,
+            "http": {"method": "GET", "path": uri, "protocol": "HTTP/1.1", "sourceIp": "127.0.0.1", "userAgent": "t"},
+            "authorizer": {"lambda": {"principal": "tenant", "tenant_id": tenant, "key_id": KeyId::generate().to_string()}},
+        });
+        let context = serde_json::from_value(context).expect("a valid API Gateway v2 request context");
+        let mut request = Request::new(axum::body::Body::empty());
+        *request.uri_mut() = uri.parse().expect("a valid uri");
+        request.extensions_mut().insert(RequestContext::ApiGatewayV2(context));
+        request
+    }
+
+    async fn thing(scope: TenantScope) -> Result<&'static str, ApiError> {
+        tracing::info!(tenant = %scope.tenant_id, "looking for the thing");
+        tracing::warn!("the thing is not there");
+        Err(ApiError::not_found("thing"))
+    }
+
+    #[tokio::test]
+    async fn every_log_line_of_a_request_carries_its_request_id_and_tenant_id_and_the_request_is_counted() {
+        let tenant = crate::ids::TenantId::generate().to_string();
+        let lines = Lines::default();
+        let subscriber = crate::telemetry::json_subscriber(tracing_subscriber::EnvFilter::new("info"), lines.clone());
+        let _logs = tracing::subscriber::set_default(subscriber.finish());
+        let metrics = crate::metrics::Captured::start();
+        let router = Routes::new().get("/v1/things/{id}", thing).into_router(());
+
+        let response = router.oneshot(tenant_request("/v1/things/thg_1", &tenant)).await.expect("infallible");
+
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        assert_eq!(response.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-log-test"));
+        let logged = lines.parsed();
+        assert!(logged.len() >= 2, "the handler logs two lines: {logged:?}");
+        for line in &logged {
+            assert_eq!(line["request_id"], "req-log-test", "{line}");
+            assert_eq!(line["tenant_id"], tenant.as_str(), "{line}");
+            assert_eq!(line["route"], "/v1/things/{id}", "{line}");
+        }
+        let counted: Vec<_> = metrics.lines().into_iter().filter(|l| l["TenantId"] == tenant.as_str()).collect();
+        assert_eq!(counted.len(), 1, "{counted:?}");
+        assert_eq!((counted[0]["Requests"].as_f64(), counted[0]["Http4xx"].as_f64()), (Some(1.0), Some(1.0)));
+        assert_eq!(counted[0]["Http5xx"], 0);
+        assert_eq!(counted[0]["RouteClass"], "tenant");
+        assert!(counted[0]["Latency"].as_f64().is_some_and(|ms| ms >= 0.0), "{}", counted[0]);
     }
 }

@@ -19,6 +19,7 @@ pub mod ids;
 pub mod imports;
 pub mod jwt;
 pub mod meter;
+pub mod metrics;
 pub mod model;
 pub mod notify;
 pub mod oauth;

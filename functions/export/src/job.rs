@@ -115,6 +115,7 @@ impl Exporter {
             tracing::warn!(message_id = ?message.message_id, "export queue message is not one of ours; dropped");
             return false;
         };
+        shared::telemetry::record_tenant(&msg.tenant_id);
         let Some(id) = ExportId::parse(&msg.export_id) else {
             tracing::warn!(export_id = %msg.export_id, "export queue message with a malformed export id; dropped");
             return false;

@@ -74,8 +74,12 @@ impl Handler {
         let mut retry = false;
         for m in parse_message(message.body.as_deref().unwrap_or_default()) {
             let outcome = match m {
-                ImportMessage::Uploaded { tenant, user, id, .. } => self.run(tenant, user, id, None).await,
+                ImportMessage::Uploaded { tenant, user, id, .. } => {
+                    shared::telemetry::record_tenant(&tenant);
+                    self.run(tenant, user, id, None).await
+                }
                 ImportMessage::Continue { tenant, user, id, device_order } => {
+                    shared::telemetry::record_tenant(&tenant);
                     self.run(tenant, user, id, Some(device_order)).await
                 }
                 ImportMessage::Ignored(why) => {

@@ -390,6 +390,7 @@ impl Settle {
 
     /// Settles to `usage`; the remaining budget after it.
     async fn settle(&self, usage: TokenUsage, complete: bool) -> Option<u64> {
+        shared::metrics::count("AiTokensMetered", self.who.tenant().as_str(), usage.total());
         let entry = LedgerEntry {
             id: self.reservation.as_ref().map_or_else(String::new, |r| r.id.clone()),
             provider: self.api,

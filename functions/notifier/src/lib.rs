@@ -102,6 +102,7 @@ impl Notifier {
                 return false;
             }
         };
+        shared::telemetry::record_tenant(&notice.event.tenant_id);
         let now = shared::time::now();
         if let Some(due) = notice.not_before.as_deref().and_then(parse_time)
             && due > now
@@ -186,6 +187,7 @@ impl Notifier {
         let Some(error) = error else {
             store.finish(tenant, &id, &outcome(DeliveryStatus::Delivered, code, None, None)).await?;
             tracing::info!(delivery_id = %id, attempts = delivery.attempts, "delivered");
+            shared::metrics::count("WebhooksDelivered", tenant.as_str(), 1);
             return Ok(());
         };
         self.after_failure(&store, notice, &delivery, code, error, now).await
@@ -222,11 +224,13 @@ impl Notifier {
             let pending = outcome(DeliveryStatus::Pending, code, Some(error.clone()), retry.not_before.clone());
             store.finish(tenant, &delivery.id, &pending).await?;
             tracing::info!(delivery_id = %delivery.id, attempts = delivery.attempts, error = %error, retry_in_s = wait.whole_seconds(), "attempt failed; retry scheduled");
+            shared::metrics::count("WebhookAttemptsFailed", tenant.as_str(), 1);
         } else {
             store
                 .finish(tenant, &delivery.id, &outcome(DeliveryStatus::Failed, code, Some(error.clone()), None))
                 .await?;
             tracing::warn!(delivery_id = %delivery.id, attempts = delivery.attempts, error = %error, "retry window spent; delivery failed and dead-lettered");
+            shared::metrics::count("WebhooksFailed", tenant.as_str(), 1);
         }
         Ok(())
     }

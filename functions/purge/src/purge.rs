@@ -184,6 +184,7 @@ impl Purger {
             tracing::error!(message_id = ?message.message_id, "not a purge job; dropped");
             return false;
         };
+        shared::telemetry::record_tenant(&job.tenant_id);
         let outcome = match &job.user_id {
             Some(user) => self.purge_user(&job.tenant_id, user).await.map(|_| ()),
             None => self.purge_tenant(&job.tenant_id).await,

@@ -64,6 +64,15 @@ fn backoff(after: i32, receives: u32) -> i32 {
     i32::try_from(doubled.min(900)).unwrap_or(900).max(after)
 }
 
+/// The metric a sync's outcome counts in (docs/deploy.md, "Metrics").
+fn outcome_metric(outcome: &Result<(), Failure>) -> &'static str {
+    match outcome {
+        Ok(()) => "SyncJobsDone",
+        Err(Failure::Retry { .. } | Failure::Wait { .. }) => "SyncJobsRetried",
+        Err(Failure::Reauthorize(_) | Failure::Drop(_)) => "SyncJobsFailed",
+    }
+}
+
 impl Worker {
     /// The Lambda entry: each message is a job; failed ones are reported for retry (partial batch).
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
@@ -79,6 +88,7 @@ impl Worker {
                 return false;
             }
         };
+        shared::telemetry::record_tenant(&job.tenant_id);
         match self.run(&job).await {
             Ok(()) => false,
             Err(Failure::Drop(why)) => {
@@ -164,6 +174,7 @@ impl Worker {
         if let Some(c) = counter {
             tenancy.stats_store().count(&job.tenant_id, c).await;
         }
+        shared::metrics::count(outcome_metric(&outcome), job.tenant_id.as_str(), 1);
         outcome
     }
 

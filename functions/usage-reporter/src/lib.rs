@@ -89,6 +89,24 @@ struct Tally {
     retry: usize,
 }
 
+impl Tally {
+    /// `UsageReported` (Stripe took them), `UsageReportsFailed` (refused, expired or unbillable: they stay in
+    /// the reconciliation report) and `UsageReportsRetried` (docs/deploy.md, "Metrics").
+    fn emit_metrics(&self, tenant: &str) {
+        let n = |status: &str| self.by_status.get(status).copied().unwrap_or_default() as u64;
+        let failed = n("failed") + n("expired") + n("unbillable");
+        let metrics = [
+            ("UsageReported", n("reported")),
+            ("UsageReportsFailed", failed),
+            ("UsageReportsRetried", self.retry as u64),
+        ];
+        shared::metrics::emit(
+            &[("TenantId", tenant)],
+            &metrics.map(|(name, n)| shared::metrics::Metric::count(name, n)),
+        );
+    }
+}
+
 impl Reporter {
     /// The scheduled run: due entries of every shard, claimed and queued.
     pub async fn sweep(&self) -> anyhow::Result<Sweep> {
@@ -150,10 +168,12 @@ impl Reporter {
                 return true;
             }
         };
+        shared::telemetry::record_tenant(&batch.tenant_id);
         match self.report(&batch).await {
             Ok(tally) => {
                 tracing::info!(tenant_id = %batch.tenant_id, outcomes = ?tally.by_status, retry = tally.retry,
                     "usage reports sent");
+                tally.emit_metrics(batch.tenant_id.as_str());
                 false
             }
             Err(e) => {
