@@ -378,7 +378,14 @@ async fn bad_webhook_settings_are_refused_with_400_and_store_nothing() {
     subscribe(&s, &t, "https://hooks.example.com/x", &["data.updated"]).await;
     let r = s.call("DELETE", "/v1/settings/webhooks", Auth::Bearer(&t.api_key), None).await;
     assert_eq!(r.status, 204, "{}", r.body);
-    assert_eq!(s.table_snapshot().await, before, "nothing left behind");
+    // Nothing left behind but the audit log's two entries (the refused changes recorded none).
+    let unaudited =
+        |items: Vec<String>| -> Vec<String> { items.into_iter().filter(|i| !i.contains("S(\"audit#")).collect() };
+    assert_eq!(unaudited(s.table_snapshot().await), unaudited(before), "nothing left behind");
+    let log = s.call("GET", "/v1/audit", Auth::Bearer(&t.api_key), None).await;
+    let actions: Vec<&str> =
+        log.body["data"].as_array().into_iter().flatten().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions[..2], ["settings.webhooks.deleted", "settings.webhooks.updated"], "{}", log.body);
 }
 
 #[tokio::test]

@@ -322,7 +322,11 @@ pub async fn trail(
             }
             Target::None => {}
         }
-        if let Some(user) = audited.user_param.and_then(|p| params.get(p)).and_then(|u| UserId::parse(u).ok()) {
+        let user = audited.user_param.and_then(|p| params.get(p)).cloned().or_else(|| {
+            // An entry whose target is a user (one just created) is about them too: their export and purge find it.
+            entry.target.as_ref().filter(|(kind, _)| kind == "user").map(|(_, id)| id.clone())
+        });
+        if let Some(user) = user.and_then(|u| UserId::parse(&u).ok()) {
             entry = entry.about(&user);
         }
         let details: serde_json::Map<String, Value> =
