@@ -212,10 +212,10 @@ async fn api_errors_print_their_code_and_message_and_exit_non_zero() {
     let not_operator = tenantry(&["--api", &s.base, "--operator-key", &t.api_key, "dead-letters", "list"]).await;
     assert!(not_operator.stderr.starts_with("error: operator_key_required (403): "), "{}", not_operator.stderr);
 
-    // A route this API does not have (yet): said plainly, not as a crash.
+    // An export that is not there: the API's 404, said plainly, not as a crash.
     let export = tenant(&s, &t.api_key, &["exports", "show", "exp_1"]).await;
     assert_eq!(export.code, 1, "{export:?}");
-    assert!(export.stderr.contains("(404)") && export.stderr.contains("/v1/exports/exp_1"), "{}", export.stderr);
+    assert!(export.stderr.contains("not_found (404)"), "{}", export.stderr);
 
     let user = s.user(&t, "cli-imports").await;
     let user_id = user["id"].as_str().unwrap_or_default();
@@ -232,6 +232,15 @@ async fn api_errors_print_their_code_and_message_and_exit_non_zero() {
     assert!(line_with(&imports.ok().stdout, import_id).contains("waiting_for_upload"), "{}", imports.stdout);
     let one = tenant(&s, &t.api_key, &["imports", "show", import_id]).await;
     assert!(line_with(&one.ok().stdout, "status").ends_with("waiting_for_upload"), "{}", one.stdout);
+
+    // And an export of the user: its status, by id.
+    let started =
+        s.call("POST", &format!("/v1/users/{user_id}/export"), integration_tests::Auth::Bearer(&t.api_key), None).await;
+    assert_eq!(started.status, 202, "{}", started.body);
+    let export_id = started.body["id"].as_str().unwrap_or_default();
+    let shown = tenant(&s, &t.api_key, &["exports", "show", export_id]).await;
+    let status = line_with(&shown.ok().stdout, "status");
+    assert!(["pending", "running", "completed"].iter().any(|s| status.ends_with(s)), "{}", shown.stdout);
 }
 
 #[tokio::test]
