@@ -17,7 +17,7 @@ use shared::auth::Principal;
 use shared::deletion::{MAX_GRACE_DAYS, Restore};
 use shared::http::{Json, Operator, Routes, TenantScope};
 use shared::ids::{TenantId, UserId};
-use shared::tenancy::{Status, Stores, TenancyStore};
+use shared::tenancy::{Status, Stores};
 
 pub use purge::{Job, Purger, Settings, Sweep};
 
@@ -44,13 +44,6 @@ fn user_id(raw: &str) -> Result<UserId, ApiError> {
     UserId::parse(raw).map_err(|_| ApiError::not_found("user"))
 }
 
-/// Records an audit entry; a failure is logged, never the caller's problem (the change itself is made).
-async fn audit(tenancy: &TenancyStore, tenant: &TenantId, entry: NewEntry) {
-    if let Err(e) = tenancy.audit_store().record(tenant, entry).await {
-        tracing::error!(tenant_id = %tenant, error = ?e, "could not record an audit entry");
-    }
-}
-
 /// 202: the user is deleted now (invisible everywhere) and purged at `purge_at`. A repeated DELETE answers
 /// the same, with the first deletion's purge time.
 async fn delete_user(
@@ -73,7 +66,7 @@ async fn delete_user(
         let entry = NewEntry::new(Actor::of(&principal), "user.deleted")
             .about(&user)
             .details(json!({"purge_at": deletion.purge_at, "grace_days": grace}));
-        audit(&tenancy, tenant, entry).await;
+        tenancy.audit_store().record_or_log(tenant, entry).await;
     }
     let body = json!({"user_id": user, "status": Status::Deleted, "purge_at": deletion.purge_at});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
@@ -93,7 +86,10 @@ async fn restore_user(
         Restore::Restored(status) => {
             tenancy.connect_store().set_scheduled(tenant, &user, true).await.map_err(|e| e.into_api("user"))?;
             tracing::info!(tenant_id = %tenant, user_id = %user, status = status.as_str(), "user restored");
-            audit(&tenancy, tenant, NewEntry::new(Actor::of(&principal), "user.restored").about(&user)).await;
+            tenancy
+                .audit_store()
+                .record_or_log(tenant, NewEntry::new(Actor::of(&principal), "user.restored").about(&user))
+                .await;
         }
         Restore::NotDeleted(_) => {}
         Restore::PurgeStarted => {
@@ -142,7 +138,7 @@ async fn put_settings(
         .map_err(|e| e.into_api("settings"))?;
     let entry = NewEntry::new(Actor::of(&principal), "settings.accounts.updated")
         .details(json!({"deletion_grace_days": body.deletion_grace_days}));
-    audit(&tenancy, tenant, entry).await;
+    tenancy.audit_store().record_or_log(tenant, entry).await;
     Ok(axum::Json(body).into_response())
 }
 
@@ -159,7 +155,10 @@ async fn offboard_tenant(
     if new {
         tracing::info!(tenant_id = %tenant, "tenant offboarding");
         // In the tenant's own log, which the purge then deletes with everything else of the tenant.
-        audit(&tenancy, &tenant, NewEntry::new(Actor::Operator, "tenant.offboarded").target("tenant", &tenant)).await;
+        tenancy
+            .audit_store()
+            .record_or_log(&tenant, NewEntry::new(Actor::Operator, "tenant.offboarded").target("tenant", &tenant))
+            .await;
     }
     let body = json!({"tenant_id": tenant, "status": Status::Deleted});
     Ok((StatusCode::ACCEPTED, axum::Json(body)).into_response())
