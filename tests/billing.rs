@@ -32,6 +32,12 @@ async fn stripe_post(b: &Billed, path: &str, form: &[(&str, &str)]) -> Value {
     r.json().await.unwrap_or(Value::Null)
 }
 
+/// A GET of the tenant's Stripe account (the API, with its secret key).
+async fn stripe_get(b: &Billed, path: &str) -> Value {
+    let r = http().get(format!("{}{path}", b.stripe)).bearer_auth(&b.key).send().await;
+    r.unwrap_or_else(|e| panic!("{path}: {e}")).json().await.unwrap_or(Value::Null)
+}
+
 async fn sandbox(b: &Billed, path: &str, body: Value) -> Value {
     let r = http().post(format!("{}{path}", b.stripe)).json(&body).send().await;
     r.unwrap_or_else(|e| panic!("{path}: {e}")).json().await.unwrap_or(Value::Null)
@@ -47,14 +53,7 @@ async fn account_state(b: &Billed) -> Value {
 /// the sandbox's `pro_monthly` price; one user.
 async fn billed(s: &TestStack) -> Billed {
     let stripe = s.sandboxes["stripe"].clone();
-    let acct: Value = http()
-        .post(format!("{stripe}/sandbox/accounts"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let acct = s.stripe_account().await;
     let key = acct["secret_key"].as_str().unwrap_or_default().to_owned();
     let t = s.tenant("Billing Co").await;
     let account = acct["account"].as_str().unwrap_or_default().into();
@@ -167,15 +166,7 @@ async fn a_user_subscribes_through_checkout_gets_the_plan_and_falls_back_when_ca
     checkout(&s, &b).await;
     let acct = account_state(&b).await;
     assert_eq!(acct["customers"].as_array().map(Vec::len), Some(1), "{acct}");
-    let sessions: Value = http()
-        .get(format!("{}/v1/checkout/sessions", b.stripe))
-        .bearer_auth(&b.key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let sessions = stripe_get(&b, "/v1/checkout/sessions").await;
     let first = &sessions["data"][0];
     assert_eq!(first["client_reference_id"], b.user.as_str());
     assert_eq!(first["metadata"]["plan"], "pro");
@@ -216,15 +207,7 @@ async fn events_delivered_reversed_shuffled_and_twice_leave_the_user_where_strip
     sandbox(&b, "/sandbox/deliver", json!({"hold": true})).await;
     let session = checkout(&s, &b).await;
     pay(session["url"].as_str().unwrap_or_default()).await;
-    let subs: Value = http()
-        .get(format!("{}/v1/subscriptions", b.stripe))
-        .bearer_auth(&b.key)
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let subs = stripe_get(&b, "/v1/subscriptions").await;
     let sub = subs["data"][0]["id"].as_str().unwrap_or_default().to_owned();
     let r = http().delete(format!("{}/v1/subscriptions/{sub}", b.stripe)).bearer_auth(&b.key).send().await;
     assert_eq!(r.map(|r| r.status().as_u16()).unwrap_or(0), 200);

@@ -231,15 +231,7 @@ async fn import(s: &TestStack, t: &TestTenant, user: &str) {
 /// A tenant billing through a fresh sandbox Stripe account with a default AI plan and the Anthropic key.
 async fn billing_tenant(s: &TestStack, name: &str) -> (TestTenant, String, String) {
     let stripe = s.sandboxes["stripe"].clone();
-    let acct: Value = s
-        .http
-        .post(format!("{stripe}/sandbox/accounts"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"))
-        .json()
-        .await
-        .unwrap_or_default();
+    let acct = s.stripe_account().await;
     let secret = acct["secret_key"].as_str().unwrap_or_default().to_owned();
     let t = s.tenant(name).await;
     let key = Auth::Bearer(&t.api_key);

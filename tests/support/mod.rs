@@ -213,6 +213,13 @@ impl TestStack {
         }
     }
 
+    /// A fresh account of this test's Stripe sandbox: `{account, secret_key, prices: {lookup key: id}}`.
+    pub async fn stripe_account(&self) -> Value {
+        let url = format!("{}/sandbox/accounts", self.sandboxes["stripe"]);
+        let r = self.http.post(url).send().await.unwrap_or_else(|e| panic!("{e}"));
+        r.json().await.unwrap_or_default()
+    }
+
     pub async fn operator(&self, method: &str, path: &str, body: Option<Value>) -> Reply {
         self.call(method, path, Auth::Bearer(&self.operator_key), body).await
     }
