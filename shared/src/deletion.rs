@@ -105,6 +105,18 @@ fn n(v: impl ToString) -> AttributeValue {
 }
 
 impl DeletionStore {
+    /// An UpdateItem of the user's (or the tenant's offboarding) item.
+    fn update_subject(
+        &self,
+        subject: &Subject,
+    ) -> aws_sdk_dynamodb::operation::update_item::builders::UpdateItemFluentBuilder {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("pk", s(subject.tenant().as_str()))
+            .key("sk", s(subject.sk()))
+    }
+
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         Self { client, table: table.into() }
     }
@@ -146,11 +158,7 @@ impl DeletionStore {
     pub async fn delete_user(&self, tenant: &TenantId, user: &UserId, purge_at: &str) -> Result<Deletion, StoreError> {
         let subject = Subject::User(tenant.clone(), user.clone());
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(subject.sk()))
+            .update_subject(&subject)
             .update_expression(
                 "SET status_before = #st, #st = :deleted, deleted_at = :now, purge_at = :at, updated_at = :now, \
                  gsi1pk = :index, gsi1sk = :due",
@@ -198,11 +206,7 @@ impl DeletionStore {
             .filter(|s| *s != Status::Deleted)
             .unwrap_or(Status::Active);
         let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(tenant.as_str()))
-            .key("sk", s(subject.sk()))
+            .update_subject(&subject)
             .update_expression(
                 "SET #st = :before, updated_at = :now REMOVE status_before, deleted_at, purge_at, gsi1pk, gsi1sk",
             )
@@ -299,11 +303,7 @@ impl DeletionStore {
     pub async fn claim(&self, due: &Due, retry_at: &str) -> Result<bool, StoreError> {
         let now = crate::time::now_rfc3339();
         let req = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .key("pk", s(due.subject.tenant().as_str()))
-            .key("sk", s(due.subject.sk()))
+            .update_subject(&due.subject)
             .update_expression("SET gsi1sk = :next, purge_started_at = if_not_exists(purge_started_at, :now)")
             .condition_expression("gsi1sk = :old")
             .expression_attribute_values(":next", s(due.subject.due_sk(retry_at)))
